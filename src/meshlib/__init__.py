@@ -1,0 +1,1 @@
+"""meshlib: a service mesh as a Python library."""
