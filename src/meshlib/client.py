@@ -1,0 +1,217 @@
+"""The public clients and transports: httpx's own classes with the mesh configured inside.
+
+``AsyncMeshClient`` / ``MeshClient`` subclass ``httpx.AsyncClient`` / ``httpx.Client`` and add no
+request methods: everything a user knows about httpx (headers, auth, timeout, event hooks,
+base_url, verify/cert, streaming) keeps working. The mesh lives in ``AsyncMeshTransport`` /
+``MeshTransport``, which are the pipeline transports configured from a ``MeshConfig`` (read from
+``MESH_*`` variables by default); they can also be mounted into a client of the user's own.
+
+Two httpx behaviours are adjusted for mesh hosts only, both because a service name means
+nothing outside the mesh: environment proxies (``HTTP_PROXY`` with ``trust_env``) and ``mounts=``
+never capture a mesh host; pass-through hosts keep httpx's behaviour exactly.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import httpx
+
+from meshlib.classify import Classifier
+from meshlib.clock import SYSTEM_CLOCK, Clock
+from meshlib.config import MeshConfig
+from meshlib.discovery.base import Discovery
+from meshlib.discovery.static import StaticDiscovery
+from meshlib.transport import DEFAULT_LIMITS, AsyncMeshPipeline, MeshPipeline
+
+__all__ = [
+    "AsyncMeshClient",
+    "AsyncMeshTransport",
+    "MeshClient",
+    "MeshTransport",
+    "discovery_from_config",
+]
+
+
+def discovery_from_config(config: MeshConfig, clock: Clock = SYSTEM_CLOCK) -> Discovery:
+    """The discovery a configuration asks for."""
+    return StaticDiscovery(
+        config.static_endpoints,
+        file=config.static_file,
+        poll_interval=config.static_poll_interval,
+        clock=clock,
+        source="MESH_STATIC_ENDPOINTS",
+    )
+
+
+def _pipeline_kwargs(
+    config: MeshConfig | None,
+    discovery: Discovery | None,
+    clock: Clock | None,
+) -> tuple[dict[str, Any], bool]:
+    config = config if config is not None else MeshConfig.from_env()
+    owned = discovery is None
+    if discovery is None:
+        discovery = discovery_from_config(config, clock or SYSTEM_CLOCK)
+    kw: dict[str, Any] = {
+        "discovery": discovery,
+        "balancer": config.balancer,
+        "ewma_decay": config.ewma_decay,
+        "ewma_default_rtt": config.ewma_default_rtt,
+        "passthrough_hosts": config.passthrough_hosts,
+        "consul_domain": config.consul_domain,
+        "engine": config.engine,
+    }
+    return kw, owned
+
+
+class AsyncMeshTransport(AsyncMeshPipeline):
+    """The async mesh transport, configured from ``config`` (default: ``MeshConfig.from_env()``)."""
+
+    def __init__(
+        self,
+        *,
+        config: MeshConfig | None = None,
+        discovery: Discovery | None = None,
+        classifier: Classifier | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        passthrough: httpx.AsyncBaseTransport | None = None,
+        verify: Any = True,
+        cert: Any = None,
+        trust_env: bool = True,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+    ) -> None:
+        kw, owned = _pipeline_kwargs(config, discovery, clock)
+        super().__init__(
+            classifier=classifier,
+            clock=clock,
+            rng=rng,
+            transport=transport,
+            passthrough=passthrough,
+            verify=verify,
+            cert=cert,
+            trust_env=trust_env,
+            limits=limits,
+            **kw,
+        )
+        self._owns_discovery = owned
+
+
+class MeshTransport(MeshPipeline):
+    """The sync mesh transport, configured from ``config`` (default: ``MeshConfig.from_env()``)."""
+
+    def __init__(
+        self,
+        *,
+        config: MeshConfig | None = None,
+        discovery: Discovery | None = None,
+        classifier: Classifier | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        transport: httpx.BaseTransport | None = None,
+        passthrough: httpx.BaseTransport | None = None,
+        verify: Any = True,
+        cert: Any = None,
+        trust_env: bool = True,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+    ) -> None:
+        kw, owned = _pipeline_kwargs(config, discovery, clock)
+        super().__init__(
+            classifier=classifier,
+            clock=clock,
+            rng=rng,
+            transport=transport,
+            passthrough=passthrough,
+            verify=verify,
+            cert=cert,
+            trust_env=trust_env,
+            limits=limits,
+            **kw,
+        )
+        self._owns_discovery = owned
+
+
+_HTTP_KEYS = ("verify", "cert", "trust_env", "limits")
+
+
+def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The httpx keywords the mesh's own transports also need, and those for the pass-through."""
+    http = {k: kwargs[k] for k in _HTTP_KEYS if k in kwargs}
+    through = dict(http)
+    for k in ("http1", "http2"):
+        if k in kwargs:
+            through[k] = kwargs[k]
+    return http, through
+
+
+class AsyncMeshClient(httpx.AsyncClient):
+    """An ``httpx.AsyncClient`` whose mesh-service URLs go through the mesh.
+
+    ``transport=`` here is the transport *under* the mesh for mesh endpoints (for example an
+    ``httpx.MockTransport`` in a unit test); every other httpx keyword means what it always does.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: MeshConfig | None = None,
+        discovery: Discovery | None = None,
+        classifier: Classifier | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+        **kwargs: Any,
+    ) -> None:
+        http, through = _split(kwargs)
+        self.mesh = AsyncMeshTransport(
+            config=config,
+            discovery=discovery,
+            classifier=classifier,
+            clock=clock,
+            rng=rng,
+            transport=transport,
+            passthrough=httpx.AsyncHTTPTransport(**through),
+            **http,
+        )
+        super().__init__(transport=self.mesh, **kwargs)
+
+    def _transport_for_url(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
+        if self.mesh.router.target(url.host) is not None:
+            return self.mesh
+        return super()._transport_for_url(url)
+
+
+class MeshClient(httpx.Client):
+    """An ``httpx.Client`` whose mesh-service URLs go through the mesh (see ``AsyncMeshClient``)."""
+
+    def __init__(
+        self,
+        *,
+        config: MeshConfig | None = None,
+        discovery: Discovery | None = None,
+        classifier: Classifier | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        transport: httpx.BaseTransport | None = None,
+        **kwargs: Any,
+    ) -> None:
+        http, through = _split(kwargs)
+        self.mesh = MeshTransport(
+            config=config,
+            discovery=discovery,
+            classifier=classifier,
+            clock=clock,
+            rng=rng,
+            transport=transport,
+            passthrough=httpx.HTTPTransport(**through),
+            **http,
+        )
+        super().__init__(transport=self.mesh, **kwargs)
+
+    def _transport_for_url(self, url: httpx.URL) -> httpx.BaseTransport:
+        if self.mesh.router.target(url.host) is not None:
+            return self.mesh
+        return super()._transport_for_url(url)

@@ -1,0 +1,74 @@
+"""The discovery contract: a non-blocking snapshot per service, refreshed behind the scenes.
+
+The request path must not wait on a registry. Every discovery therefore answers ``lookup``
+from memory in O(1), and only the *first* use of a service may wait (``resolve`` /
+``resolve_sync``) while its endpoints are fetched. A ``Resolution`` is immutable: the transport
+compares it by identity to notice an update, so an unchanged registry costs one pointer check
+per request.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+from meshlib.endpoint import Endpoint
+
+__all__ = ["Discovery", "Resolution", "Target"]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """What a URL host names: a service, optionally narrowed by tag and datacenter."""
+
+    service: str
+    tag: str | None = None
+    dc: str | None = None
+
+    def __str__(self) -> str:
+        text = self.service if self.tag is None else f"{self.tag}.{self.service}"
+        return text if self.dc is None else f"{text} (dc {self.dc})"
+
+
+@dataclass(frozen=True, slots=True)
+class Resolution:
+    """One service's endpoints as last known, and where they came from."""
+
+    target: Target
+    endpoints: tuple[Endpoint, ...]
+    source: str
+    updated_at: float
+    """Clock time of the answer these endpoints came from (staleness is measured from it)."""
+    stale: bool = False
+    """True while the source is failing and these are the last known good endpoints."""
+
+
+class Discovery(abc.ABC):
+    """Base class for discoveries; subclasses fill in the lookups and say where they looked."""
+
+    @abc.abstractmethod
+    def lookup(self, target: Target) -> Resolution | None:
+        """The current snapshot, or None if the service is unknown or not fetched yet. No I/O."""
+
+    async def resolve(self, target: Target) -> Resolution | None:
+        """Like ``lookup`` but may wait for a first answer; None means the service is unknown."""
+        return self.lookup(target)
+
+    def resolve_sync(self, target: Target) -> Resolution | None:
+        """The blocking twin of ``resolve`` for the sync transport."""
+        return self.lookup(target)
+
+    def declares(self, host: str) -> bool:
+        """True if ``host`` is a name this discovery declares (addressing rule (c))."""
+        return False
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """Where this discovery looks, for error messages ("static: MESH_STATIC_ENDPOINTS")."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook; most discoveries hold nothing
+        """Release background resources (watches, files); idempotent."""
+
+    async def aclose(self) -> None:
+        """Async twin of ``close``."""
+        self.close()
