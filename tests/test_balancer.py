@@ -26,6 +26,15 @@ class _Dead:
     def available(self, now: float) -> bool:
         return False
 
+    def admit(self, now: float) -> bool:
+        return False
+
+    def record(self, now: float, *, failure: bool) -> None:
+        pass
+
+    def release(self) -> None:
+        pass
+
 
 def test_p2c_prefers_the_less_loaded_endpoint() -> None:
     b = P2C(metric="least-loaded", rng=random.Random(1))

@@ -14,7 +14,7 @@ the endpoint's health.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 
@@ -44,26 +44,36 @@ def endpoint_url(url: httpx.URL, host: str, port: int) -> httpx.URL:
 class Attempt:
     """The in-flight record of one attempt on one endpoint."""
 
-    __slots__ = ("_clock", "_done", "klass", "started", "state")
+    __slots__ = ("_clock", "_done", "after", "klass", "number", "started", "state")
 
-    def __init__(self, state: EndpointState, clock: Clock) -> None:
+    def __init__(self, state: EndpointState, clock: Clock, number: int = 0) -> None:
         self.state = state
+        self.number = number
         self._clock = clock
         self._done = False
         self.klass: ResponseClass | None = None
+        self.after: Callable[[], None] | None = None
+        """Runs once when the attempt ends (the call's concurrency slot is released here)."""
         state.metric.start()
         self.started = clock.now()
 
+    def elapsed(self) -> float:
+        return self._clock.now() - self.started
+
     def finish(self) -> None:
-        """The response stream closed: fold the time and the verdict into the endpoint's load."""
+        """The response stream closed: fold time and verdict into the endpoint's load and health."""
         if self._done:
             return
         self._done = True
         now = self._clock.now()
         klass = self.klass
-        self.state.metric.finish(
-            now, now - self.started, failed=klass is not None and klass.failure
-        )
+        failed = klass is not None and klass.failure
+        state = self.state
+        state.metric.finish(now, now - self.started, failed=failed)
+        if state.health is not None and klass is not None:
+            state.health.record(now, failure=failed)
+        if self.after is not None:
+            self.after()
 
     def fail(self) -> None:
         """The body failed mid-stream (reset, timeout): that counts against the endpoint."""
@@ -71,25 +81,39 @@ class Attempt:
         self.finish()
 
     def cancel(self) -> None:
-        """The caller gave up: release the in-flight slot, charge nothing."""
+        """The caller gave up: release the in-flight slot and any probe, charge nothing."""
         if self._done:
             return
         self._done = True
         self.state.metric.cancel()
+        if self.state.health is not None:
+            self.state.health.release()
+        if self.after is not None:
+            self.after()
+
+
+Expiry = Callable[[], "Exception | None"]
+"""Returns the error to raise when the call's deadline has passed while a body streams."""
 
 
 class TrackedAsyncStream(httpx.AsyncByteStream):
     """Wraps a response stream so its end (read to EOF, closed, or failed) ends the attempt."""
 
-    __slots__ = ("_attempt", "_inner")
+    __slots__ = ("_attempt", "_expired", "_inner")
 
-    def __init__(self, inner: httpx.AsyncByteStream, attempt: Attempt) -> None:
+    def __init__(
+        self, inner: httpx.AsyncByteStream, attempt: Attempt, expired: Expiry | None = None
+    ) -> None:
         self._inner = inner
         self._attempt = attempt
+        self._expired = expired
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
+        expired = self._expired
         try:
             async for chunk in self._inner:
+                if expired is not None and (err := expired()) is not None:
+                    raise err
                 yield chunk
         except asyncio.CancelledError:
             self._attempt.cancel()
@@ -112,15 +136,22 @@ class TrackedAsyncStream(httpx.AsyncByteStream):
 class TrackedSyncStream(httpx.SyncByteStream):
     """The sync twin of ``TrackedAsyncStream``."""
 
-    __slots__ = ("_attempt", "_inner")
+    __slots__ = ("_attempt", "_expired", "_inner")
 
-    def __init__(self, inner: httpx.SyncByteStream, attempt: Attempt) -> None:
+    def __init__(
+        self, inner: httpx.SyncByteStream, attempt: Attempt, expired: Expiry | None = None
+    ) -> None:
         self._inner = inner
         self._attempt = attempt
+        self._expired = expired
 
     def __iter__(self) -> Iterator[bytes]:
+        expired = self._expired
         try:
-            yield from self._inner
+            for chunk in self._inner:
+                if expired is not None and (err := expired()) is not None:
+                    raise err
+                yield chunk
         except GeneratorExit:
             self._attempt.finish()
             raise

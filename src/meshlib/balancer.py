@@ -41,9 +41,15 @@ MAX_EFFORT = 5
 
 
 class Health(Protocol):
-    """What the balancer asks of an endpoint's failure accrual (filled in by ``accrual``)."""
+    """What the balancer asks of an endpoint's failure accrual (see ``accrual``)."""
 
     def available(self, now: float) -> bool: ...
+
+    def admit(self, now: float) -> bool: ...
+
+    def record(self, now: float, *, failure: bool) -> None: ...
+
+    def release(self) -> None: ...
 
 
 class EndpointState:
@@ -58,8 +64,14 @@ class EndpointState:
         self.health = health
 
     def available(self, now: float) -> bool:
+        """Usable now, without side effects (for counting live endpoints)."""
         health = self.health
         return health is None or health.available(now)
+
+    def admit(self, now: float) -> bool:
+        """Usable for this attempt; claims the single probe slot of a dead endpoint."""
+        health = self.health
+        return health is None or health.admit(now)
 
     def __repr__(self) -> str:
         return f"EndpointState({self.address})"
@@ -177,7 +189,7 @@ class P2C:
             return states[0]
         for _ in range(MAX_EFFORT):
             chosen = self._two(eps, now)
-            if chosen is not avoid and chosen.available(now):
+            if chosen is not avoid and chosen.admit(now):
                 return chosen
         return _fallback(eps, now, avoid, lambda: self._two(eps, now))
 
@@ -221,7 +233,7 @@ class RoundRobin:
 
         for _ in range(min(len(schedule), MAX_EFFORT * 2)):
             chosen = draw()
-            if chosen is not avoid and chosen.available(now):
+            if chosen is not avoid and chosen.admit(now):
                 return chosen
         return _fallback(eps, now, avoid, draw)
 

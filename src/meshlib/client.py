@@ -54,15 +54,8 @@ def _pipeline_kwargs(
     owned = discovery is None
     if discovery is None:
         discovery = discovery_from_config(config, clock or SYSTEM_CLOCK)
-    kw: dict[str, Any] = {
-        "discovery": discovery,
-        "balancer": config.balancer,
-        "ewma_decay": config.ewma_decay,
-        "ewma_default_rtt": config.ewma_default_rtt,
-        "passthrough_hosts": config.passthrough_hosts,
-        "consul_domain": config.consul_domain,
-        "engine": config.engine,
-    }
+    kw = config.pipeline_kwargs()
+    kw["discovery"] = discovery
     return kw, owned
 
 
@@ -94,7 +87,7 @@ class AsyncMeshTransport(AsyncMeshPipeline):
             verify=verify,
             cert=cert,
             trust_env=trust_env,
-            limits=limits,
+            limits_http=limits,
             **kw,
         )
         self._owns_discovery = owned
@@ -128,7 +121,7 @@ class MeshTransport(MeshPipeline):
             verify=verify,
             cert=cert,
             trust_env=trust_env,
-            limits=limits,
+            limits_http=limits,
             **kw,
         )
         self._owns_discovery = owned

@@ -16,10 +16,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import tenacity
+
+from meshlib.accrual import AccrualPolicy
 from meshlib.balancer import BALANCERS
+from meshlib.budget import BudgetPolicy
 from meshlib.discovery.static import parse_services
 from meshlib.endpoint import Endpoint
 from meshlib.errors import ConfigError
+from meshlib.limits import LimitPolicy
+from meshlib.retry import RetryPolicy
 
 __all__ = ["ENGINES", "MeshConfig", "parse_duration"]
 
@@ -91,6 +97,19 @@ class MeshConfig:
     """The DNS domain of Consul-form names (``MESH_CONSUL_DOMAIN``)."""
     engine: str = "fast"
     """Inner HTTP engine for mesh endpoints: ``fast`` or ``httpx`` (``MESH_ENGINE``)."""
+    timeout: float | None = None
+    """Total deadline per call, above all retries (``MESH_TIMEOUT``); None = none."""
+    per_try_timeout: float | None = None
+    """Cap on each attempt's httpx timeouts (``MESH_PER_TRY_TIMEOUT``); None = httpx's own."""
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    budget: BudgetPolicy = field(default_factory=BudgetPolicy)
+    accrual: AccrualPolicy = field(default_factory=AccrualPolicy)
+    idempotency_key: bool = False
+    """Attach one ``Idempotency-Key`` to all attempts of a POST (``MESH_IDEMPOTENCY_KEY``)."""
+    propagate_deadline: bool = True
+    """Send the remaining deadline to mesh services (``MESH_PROPAGATE_DEADLINE``)."""
+    limits: Mapping[str, LimitPolicy] = field(default_factory=dict)
+    """Per-service rate and concurrency limits (``MESH_RATE_LIMIT``, ``MESH_MAX_IN_FLIGHT``)."""
 
     def __post_init__(self) -> None:
         _one_of("MESH_DISCOVERY", self.discovery, _DISCOVERIES)
@@ -99,6 +118,10 @@ class MeshConfig:
         _positive("MESH_STATIC_POLL_INTERVAL", self.static_poll_interval)
         _positive("MESH_EWMA_DECAY", self.ewma_decay)
         _positive("MESH_EWMA_DEFAULT_RTT", self.ewma_default_rtt)
+        if self.timeout is not None:
+            _positive("MESH_TIMEOUT", self.timeout)
+        if self.per_try_timeout is not None:
+            _positive("MESH_PER_TRY_TIMEOUT", self.per_try_timeout)
         if self.discovery == "consul":
             raise ConfigError(
                 "MESH_DISCOVERY='consul' is not available in this release: Consul discovery "
@@ -131,12 +154,41 @@ class MeshConfig:
             )
         if "MESH_CONSUL_DOMAIN" in env:
             kw["consul_domain"] = env["MESH_CONSUL_DOMAIN"].strip().lower() or "consul"
+        for var, attr in _OPTIONAL_DURATIONS.items():
+            if env.get(var, "").strip().lower() not in ("", "none", "off"):
+                kw[attr] = parse_duration(var, env[var])
+        for var, attr in _BOOLS.items():
+            if var in env:
+                kw[attr] = parse_bool(var, env[var])
+        kw["retry"] = _retry_from_env(env)
+        kw["budget"] = _build("MESH_RETRY_BUDGET_*", BudgetPolicy, _budget_kw(env))
+        kw["accrual"] = _build("MESH_ACCRUAL_*", AccrualPolicy, _accrual_kw(env))
+        kw["limits"] = _limits_from_env(env)
         return cls(**kw)
 
     def items(self) -> Iterator[tuple[str, object]]:
         """(field, value) pairs, for ``python -m meshlib config``."""
         for f in fields(self):
             yield f.name, getattr(self, f.name)
+
+    def pipeline_kwargs(self) -> dict[str, Any]:
+        """The keyword arguments of the pipeline transports that this configuration sets."""
+        return {
+            "balancer": self.balancer,
+            "ewma_decay": self.ewma_decay,
+            "ewma_default_rtt": self.ewma_default_rtt,
+            "passthrough_hosts": self.passthrough_hosts,
+            "consul_domain": self.consul_domain,
+            "engine": self.engine,
+            "retry": self.retry,
+            "budget": self.budget,
+            "accrual": self.accrual,
+            "timeout": self.timeout,
+            "per_try_timeout": self.per_try_timeout,
+            "idempotency_key": self.idempotency_key,
+            "propagate_deadline": self.propagate_deadline,
+            "limits": self.limits,
+        }
 
 
 _DURATIONS = {
@@ -145,6 +197,155 @@ _DURATIONS = {
     "MESH_EWMA_DEFAULT_RTT": "ewma_default_rtt",
 }
 _CHOICES = {"MESH_BALANCER": "balancer", "MESH_ENGINE": "engine"}
+_OPTIONAL_DURATIONS = {"MESH_TIMEOUT": "timeout", "MESH_PER_TRY_TIMEOUT": "per_try_timeout"}
+_BOOLS = {
+    "MESH_IDEMPOTENCY_KEY": "idempotency_key",
+    "MESH_PROPAGATE_DEADLINE": "propagate_deadline",
+}
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def parse_bool(name: str, value: str) -> bool:
+    """``true/false``, ``1/0``, ``yes/no``, ``on/off`` (any case)."""
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ConfigError(f"{name}={_shown(name, value)} is not a boolean; use true or false")
+
+
+def _int(name: str, value: str) -> int:
+    try:
+        return int(value.strip())
+    except ValueError:
+        raise ConfigError(f"{name}={_shown(name, value)} is not an integer") from None
+
+
+def _number(name: str, value: str) -> float:
+    try:
+        number = float(value.strip().rstrip("%"))
+    except ValueError:
+        raise ConfigError(f"{name}={_shown(name, value)} is not a number") from None
+    if not math.isfinite(number):
+        raise ConfigError(f"{name}={_shown(name, value)} must be finite")
+    return number
+
+
+def _build(names: str, cls: Any, kw: dict[str, Any]) -> Any:
+    """Construct a policy, turning its validation error into a ConfigError naming the variables."""
+    try:
+        return cls(**kw)
+    except ValueError as exc:
+        raise ConfigError(f"{names}: {exc}") from None
+
+
+def _retry_from_env(env: Mapping[str, str]) -> RetryPolicy:
+    kw: dict[str, Any] = {}
+    if "MESH_MAX_ATTEMPTS" in env:
+        kw["max_attempts"] = _int("MESH_MAX_ATTEMPTS", env["MESH_MAX_ATTEMPTS"])
+        if not 1 <= kw["max_attempts"] <= 10:
+            raise ConfigError(
+                f"MESH_MAX_ATTEMPTS={kw['max_attempts']} must be within [1, 10] "
+                "(1 turns retries off)"
+            )
+    base = env.get("MESH_RETRY_BACKOFF_BASE")
+    cap = env.get("MESH_RETRY_BACKOFF_MAX")
+    if base is not None or cap is not None:
+        b = parse_duration("MESH_RETRY_BACKOFF_BASE", base) if base is not None else 0.025
+        c = parse_duration("MESH_RETRY_BACKOFF_MAX", cap) if cap is not None else 0.25
+        if c < b:
+            raise ConfigError(
+                f"MESH_RETRY_BACKOFF_MAX ({c:g}s) must be >= MESH_RETRY_BACKOFF_BASE ({b:g}s)"
+            )
+        kw["wait"] = tenacity.wait_exponential(multiplier=b, max=c)
+    if "MESH_RETRY_AFTER_MAX" in env:
+        kw["retry_after_max"] = parse_duration("MESH_RETRY_AFTER_MAX", env["MESH_RETRY_AFTER_MAX"])
+    if "MESH_MAX_REPLAY_BYTES" in env:
+        kw["max_replay_bytes"] = _int("MESH_MAX_REPLAY_BYTES", env["MESH_MAX_REPLAY_BYTES"])
+    policy: RetryPolicy = _build("MESH_MAX_ATTEMPTS / MESH_RETRY_*", RetryPolicy, kw)
+    return policy
+
+
+def _budget_kw(env: Mapping[str, str]) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    if "MESH_RETRY_BUDGET_PERCENT" in env:
+        kw["percent"] = _number("MESH_RETRY_BUDGET_PERCENT", env["MESH_RETRY_BUDGET_PERCENT"]) / 100
+    if "MESH_RETRY_BUDGET_MIN_PER_SEC" in env:
+        v = env["MESH_RETRY_BUDGET_MIN_PER_SEC"]
+        kw["min_per_sec"] = _number("MESH_RETRY_BUDGET_MIN_PER_SEC", v)
+    if "MESH_RETRY_BUDGET_TTL" in env:
+        kw["ttl"] = parse_duration("MESH_RETRY_BUDGET_TTL", env["MESH_RETRY_BUDGET_TTL"])
+    return kw
+
+
+def _accrual_kw(env: Mapping[str, str]) -> dict[str, Any]:
+    kw: dict[str, Any] = {}
+    if "MESH_ACCRUAL" in env:
+        kw["enabled"] = parse_bool("MESH_ACCRUAL", env["MESH_ACCRUAL"])
+    if "MESH_ACCRUAL_CONSECUTIVE_FAILURES" in env:
+        v = env["MESH_ACCRUAL_CONSECUTIVE_FAILURES"]
+        kw["consecutive_failures"] = _int("MESH_ACCRUAL_CONSECUTIVE_FAILURES", v)
+    if "MESH_ACCRUAL_SUCCESS_RATE" in env:
+        v = env["MESH_ACCRUAL_SUCCESS_RATE"]
+        kw["success_rate"] = _number("MESH_ACCRUAL_SUCCESS_RATE", v) / 100
+    if "MESH_ACCRUAL_WINDOW" in env:
+        kw["window"] = parse_duration("MESH_ACCRUAL_WINDOW", env["MESH_ACCRUAL_WINDOW"])
+    if "MESH_ACCRUAL_MIN_REQUESTS" in env:
+        v = env["MESH_ACCRUAL_MIN_REQUESTS"]
+        kw["min_requests"] = _int("MESH_ACCRUAL_MIN_REQUESTS", v)
+    for var, attr in (
+        ("MESH_ACCRUAL_BACKOFF_MIN", "backoff_min"),
+        ("MESH_ACCRUAL_BACKOFF_MAX", "backoff_max"),
+    ):
+        if var in env:
+            kw[attr] = parse_duration(var, env[var])
+    if "MESH_MAX_EJECTION_PERCENT" in env:
+        v = env["MESH_MAX_EJECTION_PERCENT"]
+        kw["max_ejection_percent"] = _number("MESH_MAX_EJECTION_PERCENT", v)
+    return kw
+
+
+def _per_service(name: str, value: str) -> dict[str, str]:
+    """``users=100;orders=20`` → {"users": "100", "orders": "20"}."""
+    out: dict[str, str] = {}
+    for part in value.split(";"):
+        if not part.strip():
+            continue
+        service, sep, setting = part.partition("=")
+        if not sep or not service.strip() or not setting.strip():
+            raise ConfigError(
+                f"{name}: entry {part.strip()!r} must look like service=value; separate "
+                "services with ';' (e.g. users=100;orders=20)"
+            )
+        out[service.strip().lower()] = setting.strip()
+    return out
+
+
+def _limits_from_env(env: Mapping[str, str]) -> dict[str, LimitPolicy]:
+    rates = _per_service("MESH_RATE_LIMIT", env.get("MESH_RATE_LIMIT", ""))
+    inflight = _per_service("MESH_MAX_IN_FLIGHT", env.get("MESH_MAX_IN_FLIGHT", ""))
+    wait = (
+        parse_bool("MESH_LIMIT_WAIT", env["MESH_LIMIT_WAIT"]) if "MESH_LIMIT_WAIT" in env else True
+    )
+    max_wait = (
+        parse_duration("MESH_LIMIT_MAX_WAIT", env["MESH_LIMIT_MAX_WAIT"])
+        if "MESH_LIMIT_MAX_WAIT" in env
+        else 1.0
+    )
+    limits: dict[str, LimitPolicy] = {}
+    for service in sorted(set(rates) | set(inflight)):
+        kw: dict[str, Any] = {"wait": wait, "max_wait": max_wait}
+        if service in rates:
+            rate, _, burst = rates[service].partition(":")
+            kw["rate"] = _number("MESH_RATE_LIMIT", rate.removesuffix("/s"))
+            if burst:
+                kw["burst"] = _number("MESH_RATE_LIMIT", burst)
+        if service in inflight:
+            kw["max_in_flight"] = _int("MESH_MAX_IN_FLIGHT", inflight[service])
+        limits[service] = _build(f"limits for {service}", LimitPolicy, kw)
+    return limits
 
 
 def _one_of(name: str, value: str, accepted: tuple[str, ...]) -> None:

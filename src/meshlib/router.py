@@ -9,8 +9,11 @@ discovery's first-use ``resolve`` and is shared, unchanged, by both drivers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import random
+from collections.abc import Callable, Iterator
 
+from meshlib.accrual import AccrualPolicy, EndpointHealth, HealthGroup
 from meshlib.addressing import Addressing
 from meshlib.balancer import Balancer, EndpointSet, EndpointState
 from meshlib.clock import Clock
@@ -41,8 +44,13 @@ class Router:
         balancer: Balancer,
         clock: Clock,
         addressing: Addressing,
+        accrual: AccrualPolicy | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.discovery = discovery
+        self.accrual = accrual if accrual is not None else AccrualPolicy()
+        self._rng = rng or random.Random()
+        self._groups: dict[Target, HealthGroup] = {}
         self.balancer = balancer
         self.clock = clock
         self.addressing = addressing
@@ -90,15 +98,21 @@ class Router:
     def _apply(self, target: Target, res: Resolution) -> ServiceState:
         now = self.clock.now()
         old = self._endpoints.get(target, {})
+        group = self._groups.get(target)
+        if group is None:
+            group = self._groups[target] = HealthGroup(self.accrual, self._rng)
+            group.on_change = _logger_for(target)
         kept: dict[str, EndpointState] = {}
         for endpoint in res.endpoints:
             st = old.get(endpoint.address)
             if st is None or st.endpoint != endpoint:
                 # A changed weight or tag set makes a new state but keeps what was learned.
                 metric = st.metric if st is not None else self.balancer.new_metric(now)
-                st = EndpointState(endpoint, metric, st.health if st is not None else None)
+                health = st.health if st is not None else EndpointHealth(group, endpoint.address)
+                st = EndpointState(endpoint, metric, health)
             kept[endpoint.address] = st
         self._endpoints[target] = kept
+        group.members = [st.health for st in kept.values() if isinstance(st.health, EndpointHealth)]
         states = list(kept.values())
         state = ServiceState(target, res, EndpointSet(states))
         self._services[target] = state
@@ -113,6 +127,34 @@ class Router:
             )
         return self.balancer.pick(state.eps, self.clock.now(), avoid)
 
+    def group(self, target: Target) -> HealthGroup | None:
+        """The accrual group of a service (for state snapshots)."""
+        return self._groups.get(target)
+
     def services(self) -> Iterator[ServiceState]:
         """Every service used so far, for state snapshots."""
         return iter(list(self._services.values()))
+
+
+log = logging.getLogger("meshlib.accrual")
+_WORDS = {"dead": "ejected", "probing": "probing", "alive": "revived"}
+
+
+def _logger_for(target: Target) -> Callable[[EndpointHealth, str, str], None]:
+    """Log each accrual state change once (never once per request)."""
+
+    def on_change(health: EndpointHealth, old: str, new: str) -> None:
+        if new == "dead" and old == "probing":
+            word = "probe failed; ejected again"
+        else:
+            word = _WORDS.get(new, new)
+        log.log(
+            logging.WARNING if new == "dead" else logging.INFO,
+            "service %s: endpoint %s %s",
+            target,
+            health.address,
+            word,
+            extra={"service": str(target), "endpoint": health.address, "outcome": new},
+        )
+
+    return on_change

@@ -1,0 +1,208 @@
+"""Per-endpoint failure accrual: mark an endpoint dead, back off, revive it with ONE probe.
+
+Finagle's ``FailureAccrualFactory`` with its default policy: an endpoint is marked dead after 5
+consecutive failures, or when its success rate over 30 s falls below 80% (with at least 5
+requests). It stays dead for a backoff that grows 5 s, 10 s, 20 s ... up to 300 s, with equal
+jitter (half fixed, half random). When the backoff has passed, exactly **one** probe request is
+let through; its outcome decides between revival and a longer backoff. Linkerd 2 uses the same
+shape (7 consecutive, 1 s to 60 s).
+
+Why not aiobreaker, which the design first named: as released (1.2.0) its half-open state lets
+*every* concurrent caller through (a test in tests/test_accrual.py shows 10 of 10), it reads the
+wall clock (``datetime.now``/``utcnow``), it has no success-rate policy and no growing backoff,
+and its ``call(func)`` model cannot record outcomes that are only known when a response *stream*
+closes. An adapter would have had to re-implement all of that around its internals, so meshlib
+implements the state machine here (about 150 lines, clock and randomness injected).
+
+Health is readable state: the balancer asks ``admit(now)`` before it spends an attempt, which
+also claims the single probe slot atomically. ``max_ejection_percent`` caps how many endpoints
+of a service may be dead at once, but one may always be (envoy #26877: small clusters must
+still eject their one bad host).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+__all__ = ["AccrualPolicy", "EndpointHealth", "HealthGroup"]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AccrualPolicy:
+    """When an endpoint is marked dead and for how long (Finagle's defaults)."""
+
+    consecutive_failures: int = 5
+    success_rate: float = 0.8
+    window: float = 30.0
+    min_requests: int = 5
+    backoff_min: float = 5.0
+    backoff_max: float = 300.0
+    max_ejection_percent: float = 50.0
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        if self.consecutive_failures < 1:
+            raise ValueError(f"consecutive_failures must be >= 1, got {self.consecutive_failures}")
+        if not 0.0 <= self.success_rate <= 1.0:
+            raise ValueError(f"success_rate must be within [0, 1], got {self.success_rate}")
+        if not (math.isfinite(self.window) and self.window >= 1.0):
+            raise ValueError(f"accrual window must be >= 1 second, got {self.window}")
+        if not 0 < self.backoff_min <= self.backoff_max:
+            raise ValueError(
+                f"accrual backoff must satisfy 0 < min <= max, got {self.backoff_min}, "
+                f"{self.backoff_max}"
+            )
+        if not 0.0 <= self.max_ejection_percent <= 100.0:
+            raise ValueError(
+                f"max_ejection_percent must be within [0, 100], got {self.max_ejection_percent}"
+            )
+
+
+class HealthGroup:
+    """The endpoints of one service, so ejections can be capped and panic detected."""
+
+    def __init__(self, policy: AccrualPolicy, rng: random.Random) -> None:
+        self.policy = policy
+        self.rng = rng
+        self.members: list[EndpointHealth] = []
+        self.on_change: Callable[[EndpointHealth, str, str], None] | None = None
+        self.lock = threading.Lock()
+
+    def dead_count(self) -> int:
+        return sum(1 for m in self.members if m.state != "alive")
+
+    def may_eject(self) -> bool:
+        n = len(self.members)
+        cap = max(1, math.floor(n * self.policy.max_ejection_percent / 100.0))
+        return self.dead_count() < cap
+
+
+class EndpointHealth:
+    """One endpoint's accrual state machine: alive → dead → probing → alive | dead."""
+
+    __slots__ = (
+        "_buckets",
+        "_consecutive",
+        "_deaths",
+        "_group",
+        "_second",
+        "address",
+        "dead_until",
+        "probing",
+        "state",
+    )
+
+    def __init__(self, group: HealthGroup, address: str = "") -> None:
+        self._group = group
+        self.address = address
+        self.state = "alive"
+        self.dead_until = 0.0
+        self.probing = False
+        self._consecutive = 0
+        self._deaths = 0
+        n = math.ceil(group.policy.window)
+        self._buckets: list[list[int]] = [[0, 0] for _ in range(n)]
+        self._second = 0
+        group.members.append(self)
+
+    # -- what the balancer reads -------------------------------------------------------------
+
+    def available(self, now: float) -> bool:
+        """Alive, or dead with the backoff over and no probe in flight. No side effects."""
+        if self.state == "alive":
+            return True
+        return not self.probing and now >= self.dead_until
+
+    def admit(self, now: float) -> bool:
+        """Like ``available`` but claims the single probe slot when the endpoint is dead."""
+        if self.state == "alive":
+            return True
+        with self._group.lock:
+            if self.probing or now < self.dead_until:
+                return False
+            self.probing = True
+            self._transition("probing")
+            return True
+
+    def next_probe_in(self, now: float) -> float:
+        return max(0.0, self.dead_until - now) if self.state == "dead" else 0.0
+
+    # -- what attempts report ----------------------------------------------------------------
+
+    def record(self, now: float, *, failure: bool) -> None:
+        """One classified outcome of an attempt on this endpoint."""
+        with self._group.lock:
+            self._count(now, failure)
+            if self.state != "alive":
+                # A probe (or a panic-mode attempt) decides: success revives, failure re-kills.
+                if failure:
+                    self._kill(now)
+                else:
+                    self._revive()
+                return
+            if not failure:
+                self._consecutive = 0
+                return
+            self._consecutive += 1
+            policy = self._group.policy
+            if not policy.enabled:
+                return
+            if (
+                self._consecutive >= policy.consecutive_failures or self._rate_too_low(policy)
+            ) and self._group.may_eject():
+                self._kill(now)
+
+    def release(self) -> None:
+        """The probe was cancelled by the caller: free the slot, change nothing else."""
+        with self._group.lock:
+            if self.probing:
+                self.probing = False
+                self._transition("dead")
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _count(self, now: float, failure: bool) -> None:
+        second = int(now)
+        n = len(self._buckets)
+        if second != self._second:
+            for step in range(1, min(second - self._second, n) + 1):
+                self._buckets[(self._second + step) % n] = [0, 0]
+            self._second = max(second, self._second)
+        self._buckets[second % n][1 if failure else 0] += 1
+
+    def success_rate(self) -> tuple[float, int]:
+        ok = sum(b[0] for b in self._buckets)
+        bad = sum(b[1] for b in self._buckets)
+        total = ok + bad
+        return (ok / total if total else 1.0), total
+
+    def _rate_too_low(self, policy: AccrualPolicy) -> bool:
+        rate, total = self.success_rate()
+        return total >= policy.min_requests and rate < policy.success_rate
+
+    def _kill(self, now: float) -> None:
+        policy = self._group.policy
+        full = min(policy.backoff_max, policy.backoff_min * (2.0**self._deaths))
+        self._deaths += 1
+        # Equal jitter: half the backoff is fixed, half random, so revivals do not align.
+        self.dead_until = now + full / 2.0 + self._group.rng.uniform(0.0, full / 2.0)
+        self.probing = False
+        self._consecutive = 0
+        self._transition("dead")
+
+    def _revive(self) -> None:
+        self._deaths = 0
+        self._consecutive = 0
+        self.probing = False
+        for b in self._buckets:
+            b[0] = b[1] = 0
+        self._transition("alive")
+
+    def _transition(self, new: str) -> None:
+        old, self.state = self.state, new
+        if old != new and self._group.on_change is not None:
+            self._group.on_change(self, old, new)

@@ -1,0 +1,369 @@
+"""The I/O-free HTTP/1.1 core shared by the asyncio and the blocking engine drivers.
+
+Both drivers (``aio`` and ``sync``) move the same bytes; only *how* they wait differs.
+Everything that does not wait lives here so it is written once: serialising the request
+head, framing request bodies, turning response bytes into status/headers/body chunks with
+httptools (llhttp, the C parser uvicorn uses, roughly an order of magnitude cheaper than
+h11 in pure Python), and mapping low-level failures onto httpx's exception classes.
+
+The exception mapping is part of the contract, not a nicety: the mesh's retry layer
+decides "might the upstream have seen this request?" from the exception class alone
+(``ConnectError``/``PoolTimeout`` = never sent, ``Write*`` = maybe partially sent,
+``Read*``/``RemoteProtocolError`` = sent), so every path raises exactly one httpx class
+with ``request=`` set and never a raw ``OSError``, ``ssl.SSLError`` or parser error.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, Generic, Protocol, TypeVar
+
+import httpx
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+__all__ = [
+    "LAST_CHUNK",
+    "PoolBase",
+    "ResponseParser",
+    "connect_error",
+    "encode_head",
+    "frame_chunk",
+    "in_memory_body",
+    "is_chunked",
+    "read_error",
+    "timeouts",
+    "write_error",
+]
+
+#: Terminator of a chunked request body (zero-size chunk, no trailers).
+LAST_CHUNK = b"0\r\n\r\n"
+
+_NO_TIMEOUTS: dict[str, float | None] = {}
+
+
+def timeouts(request: httpx.Request) -> dict[str, float | None]:
+    """Return the ``{"connect", "read", "write", "pool"}`` dict httpx's client attaches.
+
+    A request built by hand (no client) has none; like httpcore, that means "no timeout".
+    """
+    value: Any = request.extensions.get("timeout")
+    return value if value is not None else _NO_TIMEOUTS
+
+
+def encode_head(request: httpx.Request) -> bytes:
+    """Serialise the request line and headers exactly as httpx prepared them.
+
+    httpx has already added Host and Content-Length/Transfer-Encoding, so headers go out
+    verbatim. Counting line breaks afterwards is a cheap C-level scan that rejects CR/LF
+    smuggled in a header value or method (header injection), which h11 would also refuse.
+    """
+    raw = request.headers.raw
+    lines = b"".join([k + b": " + v + b"\r\n" for k, v in raw])
+    head = b"%s %s HTTP/1.1\r\n%s\r\n" % (
+        request.method.encode("ascii"),
+        request.url.raw_path,
+        lines,
+    )
+    expected = len(raw) + 2
+    if head.count(b"\n") != expected or head.count(b"\r") != expected:
+        raise httpx.LocalProtocolError("CR or LF in request method or header", request=request)
+    return head
+
+
+def in_memory_body(request: httpx.Request) -> bytes | None:
+    """Return the body if httpx already holds it in memory, else ``None`` (stream it).
+
+    httpx reads ``content=``/``json=``/``data=`` bodies eagerly, so this is the common
+    case and lets the driver send head and body in a single write (one syscall, one
+    segment with TCP_NODELAY).
+    """
+    try:
+        return request.content
+    except httpx.RequestNotRead:
+        return None
+
+
+def is_chunked(request: httpx.Request) -> bool:
+    """Whether the prepared headers promise a chunked body (httpx sets it for generators)."""
+    return "chunked" in request.headers.get("transfer-encoding", "").lower()
+
+
+def frame_chunk(chunk: bytes) -> bytes:
+    """Frame one non-empty chunk of a chunked request body."""
+    return b"%x\r\n%s\r\n" % (len(chunk), chunk)
+
+
+def _message(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__
+
+
+def connect_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+    """Map a failure while establishing TCP/TLS: the request was certainly not sent."""
+    if isinstance(exc, TimeoutError):
+        return httpx.ConnectTimeout(_message(exc), request=request)
+    return httpx.ConnectError(_message(exc), request=request)
+
+
+def write_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+    """Map a failure while sending: the upstream may have seen part of the request."""
+    if isinstance(exc, httpx.TransportError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return httpx.WriteTimeout(_message(exc), request=request)
+    return httpx.WriteError(_message(exc), request=request)
+
+
+def read_error(exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+    """Map a failure while waiting for/reading the response: the request was sent."""
+    if isinstance(exc, httpx.TransportError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return httpx.ReadTimeout(_message(exc), request=request)
+    return httpx.ReadError(_message(exc), request=request)
+
+
+class ResponseParser:
+    """Collects one response from httptools callbacks; drivers poll its public fields.
+
+    One instance lives on each connection and is re-armed by :meth:`start` per request.
+    llhttp cannot be told that a response answers a HEAD request (with
+    ``Content-Length: N`` it would wait for N body bytes that never come), so we declare
+    the message complete at headers-complete for HEAD (and 101) and replace that llhttp
+    parser before the next request.
+    1xx interim responses (``100 Continue``, ``103 Early Hints``) are skipped; llhttp
+    itself already treats 204/304 as bodiless.
+
+    Fields read by drivers: ``status_code``, ``reason``, ``headers`` (raw byte pairs),
+    ``chunks`` (body pieces not yet handed out) with ``buffered`` (their total size),
+    ``headers_done``, ``complete``, ``keep_alive`` and ``started`` (any byte received).
+    """
+
+    __slots__ = (
+        "_between",
+        "_interim",
+        "_no_body",
+        "_parser",
+        "_request",
+        "buffered",
+        "chunks",
+        "complete",
+        "headers",
+        "headers_done",
+        "http_version",
+        "keep_alive",
+        "reason",
+        "started",
+        "status_code",
+    )
+
+    def __init__(self) -> None:
+        self._parser = HttpResponseParser(self)
+        self._between = True  # llhttp sits between messages and can parse the next one
+        self.start(None, False)
+
+    def start(self, request: Any, no_body: bool) -> None:
+        """Prepare for the response to ``request`` (HEAD, if ``no_body``) on this connection.
+
+        The llhttp parser is kept across keep-alive exchanges when the previous message
+        ended cleanly (creating one costs about a microsecond); after a HEAD response that
+        announced a length llhttp still waits for that body, so a fresh one is made.
+        """
+        if not self._between:
+            self._parser = HttpResponseParser(self)
+            self._between = True
+        self._request = request
+        self._no_body = no_body
+        self._interim = False
+        self.status_code = 0
+        self.reason = b""
+        self.http_version = b"HTTP/1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.chunks: list[bytes] = []
+        self.buffered = 0
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = False
+        self.started = False
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Parse received bytes; raises ``httpx.RemoteProtocolError`` on malformed HTTP."""
+        self.started = True
+        try:
+            self._parser.feed_data(data)
+        except HttpParserUpgrade:
+            pass  # 101: already finished at headers-complete; the rest is not HTTP.
+        except HttpParserError as exc:
+            if self.complete:
+                self.keep_alive = False  # garbage after a finished message: don't reuse
+                return
+            raise httpx.RemoteProtocolError(
+                f"malformed HTTP response: {_message(exc)}", request=self._request
+            ) from exc
+
+    def feed_eof(self) -> None:
+        """The server closed its side: finish a close-delimited body or report truncation."""
+        self.keep_alive = False
+        if self.complete:
+            return
+        request = self._request
+        if not self.headers_done:
+            if not self.started:
+                raise httpx.RemoteProtocolError(
+                    "Server disconnected without sending a response.", request=request
+                )
+            raise httpx.RemoteProtocolError(
+                "Server disconnected before the response headers were complete.",
+                request=request,
+            )
+        for name, _ in self.headers:
+            if name.lower() in (b"content-length", b"transfer-encoding"):
+                raise httpx.RemoteProtocolError(
+                    "Server disconnected without sending the complete message body.",
+                    request=request,
+                )
+        self.complete = True  # neither length nor chunked: the body ends at EOF
+
+    # -- httptools callbacks ------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._between = False
+        if self.headers_done:
+            self.keep_alive = False  # a second message without a request: not reusable
+
+    def on_status(self, reason: bytes) -> None:
+        self.reason = reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        if self.headers_done:
+            return
+        parser = self._parser
+        status = parser.get_status_code()
+        if status < 200 and status != 101:
+            self._interim = True
+            self.headers = []
+            return
+        self.status_code = status
+        version = parser.get_http_version()
+        if version != "1.1":
+            self.http_version = b"HTTP/" + version.encode("ascii")
+        self.headers_done = True
+        if status == 101:
+            self.complete = True  # we never asked to upgrade; hand back, then close
+        else:
+            self.keep_alive = parser.should_keep_alive()
+            if self._no_body:
+                self.complete = True
+
+    def on_body(self, body: bytes) -> None:
+        if self.complete:
+            self.keep_alive = False  # body bytes after a bodiless (HEAD) response
+            return
+        self.chunks.append(body)
+        self.buffered += len(body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+        else:
+            self.complete = True
+            self._between = True
+
+
+class _Pooled(Protocol):
+    idle: bool
+    idle_since: float
+
+    def abort(self) -> None: ...
+
+
+C = TypeVar("C", bound=_Pooled)
+
+
+class PoolBase(Generic[C]):
+    """Per-origin connection bookkeeping, identical for both drivers; only waiting differs.
+
+    ``open`` counts live connections plus connects in progress and is what
+    ``max_connections`` bounds. Idle connections are a LIFO deque: the most recently used
+    one is the least likely to have been closed by the server, and when the newest idle
+    connection has outlived ``keepalive_expiry`` every older one has too. A released
+    connection (or a freed slot, passed as ``None``) goes to the oldest waiter through
+    :meth:`hand`, so a waiting request is never overtaken by a newcomer (FIFO).
+    Subclasses implement :meth:`hand`; the sync one also wraps calls in its lock.
+    """
+
+    def __init__(self, url: httpx.URL, sni: str | None, limits: httpx.Limits) -> None:
+        self.tls = url.scheme == "https"
+        self.host = url.raw_host.decode("ascii")
+        self.port = url.port or (443 if self.tls else 80)
+        self.server_hostname = sni or self.host
+        self.max_open = limits.max_connections
+        self.max_idle = limits.max_keepalive_connections
+        self.expiry = limits.keepalive_expiry
+        self.idle: deque[C] = deque()
+        self.open = 0
+        self.closed = False
+
+    def hand(self, value: C | None) -> bool:
+        """Give a connection or a slot to the oldest live waiter; False if none."""
+        raise NotImplementedError
+
+    def take_idle(self) -> C | None:
+        """Pop the newest idle connection unless it (and so every idle one) expired."""
+        idle = self.idle
+        if not idle:
+            return None
+        conn = idle[-1]
+        if self.expiry is not None and time.monotonic() - conn.idle_since > self.expiry:
+            self.close_idle()
+            return None
+        idle.pop()
+        conn.idle = False
+        return conn
+
+    def reserve(self) -> bool:
+        """Claim a slot for a new connection if the origin is below ``max_connections``."""
+        if self.max_open is None or self.open < self.max_open:
+            self.open += 1
+            return True
+        return False
+
+    def release(self, conn: C, reuse: bool) -> None:
+        """Take a connection back after its response closed; ``reuse`` only if clean."""
+        if reuse and not self.closed:
+            if self.hand(conn):
+                return
+            idle = self.idle
+            if self.max_idle is None or len(idle) < self.max_idle:
+                now = conn.idle_since = time.monotonic()
+                conn.idle = True
+                idle.append(conn)
+                if self.expiry is not None:
+                    while now - idle[0].idle_since > self.expiry:
+                        self.drop(idle.popleft())
+                return
+        self.drop(conn)
+
+    def drop(self, conn: C) -> None:
+        """Close a connection that is not in the idle deque and free its slot."""
+        conn.idle = False
+        conn.abort()
+        self.free_slot()
+
+    def free_slot(self) -> None:
+        """A connection is gone: let the oldest waiter open a new one, or shrink."""
+        if not self.hand(None):
+            self.open -= 1
+
+    def discard(self, conn: C) -> None:
+        """An idle connection turned out dead: forget it."""
+        if conn.idle:
+            self.idle.remove(conn)
+            self.drop(conn)
+
+    def close_idle(self) -> None:
+        while self.idle:
+            self.drop(self.idle.pop())

@@ -1,0 +1,320 @@
+"""The blocking-socket driver of the engine: an ``httpx.BaseTransport`` for mesh endpoints.
+
+Why not stock httpx: httpcore's pool plus h11 costs hundreds of microseconds of client
+CPU per request and scans the whole pool for every request, while mesh endpoints are
+always plain HTTP/1.1 origins picked by the balancer. This driver keeps httpx as the
+user-facing API and does the minimum per request: one dict lookup for the origin's pool,
+a LIFO pop under a ``threading.Lock``, a zero-timeout ``poll`` to make sure the idle
+socket was not closed by the server, one ``sendall`` for head plus in-memory body, and
+``recv_into`` a per-connection buffer parsed by the shared
+:class:`~meshlib.engine.http11.ResponseParser` (httptools). ``settimeout`` is only called
+when the timeout actually changes. It is thread-safe: pools are shared by all threads and
+a request that finds its origin at ``max_connections`` waits FIFO for a released one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import ssl
+import threading
+from collections import deque
+from typing import Any
+
+import httpx
+
+from .http11 import (
+    LAST_CHUNK,
+    PoolBase,
+    ResponseParser,
+    connect_error,
+    encode_head,
+    frame_chunk,
+    in_memory_body,
+    is_chunked,
+    read_error,
+    timeouts,
+    write_error,
+)
+
+__all__ = ["SyncEngine"]
+
+_DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
+_BUFFER_SIZE = 65536
+_UNSET: Any = object()
+
+
+class _Connection:
+    """A connected (possibly TLS) socket plus its receive buffer and liveness poller."""
+
+    __slots__ = ("_poller", "_timeout", "idle", "idle_since", "parser", "pool", "sock", "view")
+
+    def __init__(self, pool: _Pool, sock: socket.socket, limit: float | None) -> None:
+        self.pool = pool
+        self.sock = sock
+        self.view = memoryview(bytearray(_BUFFER_SIZE))
+        self.parser = ResponseParser()
+        self.idle = False
+        self.idle_since = 0.0
+        self._timeout: Any = limit
+        self._poller = select.poll()
+        self._poller.register(sock, select.POLLIN)
+
+    def alive(self) -> bool:
+        """An idle socket that is readable was closed by the peer (or holds garbage)."""
+        return not self._poller.poll(0)
+
+    def write(self, data: bytes, request: httpx.Request, limit: float | None) -> None:
+        if limit != self._timeout:
+            self.sock.settimeout(limit)
+            self._timeout = limit
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            raise write_error(exc, request) from exc
+
+    def receive(self, parser: ResponseParser, request: httpx.Request, limit: float | None) -> None:
+        """Read once and feed the parser; EOF finishes or fails the response."""
+        if limit != self._timeout:
+            self.sock.settimeout(limit)
+            self._timeout = limit
+        try:
+            n = self.sock.recv_into(self.view)
+        except OSError as exc:
+            raise read_error(exc, request) from exc
+        if n:
+            parser.feed(self.view[:n])
+        else:
+            parser.feed_eof()
+
+    def abort(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+
+
+class _Waiter:
+    """A blocked request: its pre-acquired lock is released when something is handed over."""
+
+    __slots__ = ("done", "lock", "value")
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.lock.acquire()
+        self.done = False
+        self.value: _Connection | None = None
+
+
+class _Pool(PoolBase[_Connection]):
+    """Per-origin pool guarded by one lock; sockets are connected outside the lock."""
+
+    def __init__(self, engine: SyncEngine, url: httpx.URL, sni: str | None) -> None:
+        super().__init__(url, sni, engine.limits)
+        self.engine = engine
+        self.lock = threading.Lock()
+        self.waiters: deque[_Waiter] = deque()
+
+    def acquire(self, request: httpx.Request, t: dict[str, float | None]) -> _Connection:
+        while True:
+            waiter = None
+            with self.lock:
+                conn = self.take_idle()
+                if conn is None and not self.reserve():
+                    waiter = _Waiter()
+                    self.waiters.append(waiter)
+            if waiter is not None:
+                conn = self._wait(waiter, request, t.get("pool"))
+                if conn is not None and not conn.alive():
+                    conn.abort()  # keep its slot for a fresh connection
+                    conn = None
+            if conn is None:
+                return self._connect(request, t.get("connect"))
+            if conn.alive():
+                return conn
+            with self.lock:
+                self.drop(conn)
+
+    def _wait(
+        self, waiter: _Waiter, request: httpx.Request, limit: float | None
+    ) -> _Connection | None:
+        if not waiter.lock.acquire(timeout=-1 if limit is None else limit):
+            with self.lock:
+                if not waiter.done:
+                    self.waiters.remove(waiter)
+                    raise httpx.PoolTimeout(
+                        "Timed out waiting for a free connection.", request=request
+                    )
+        return waiter.value
+
+    def _connect(self, request: httpx.Request, limit: float | None) -> _Connection:
+        sock = None
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=limit)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.tls:
+                ctx = self.engine.ssl_context()
+                sock = ctx.wrap_socket(sock, server_hostname=self.server_hostname)
+            return _Connection(self, sock, limit)
+        except BaseException as exc:
+            if sock is not None:
+                sock.close()
+            with self.lock:
+                self.free_slot()
+            if isinstance(exc, OSError):  # includes ssl.SSLError and TimeoutError
+                raise connect_error(exc, request) from exc
+            raise
+
+    def hand(self, value: _Connection | None) -> bool:
+        if not self.waiters:
+            return False
+        waiter = self.waiters.popleft()
+        waiter.value = value
+        waiter.done = True
+        waiter.lock.release()
+        return True
+
+    def release(self, conn: _Connection, reuse: bool) -> None:
+        with self.lock:
+            super().release(conn, reuse)
+
+
+class _ResponseStream(httpx.SyncByteStream):
+    """Yields body chunks as they arrive; closing returns the connection or kills it."""
+
+    def __init__(
+        self,
+        conn: _Connection,
+        parser: ResponseParser,
+        request: httpx.Request,
+        limit: float | None,
+    ) -> None:
+        self._conn: _Connection | None = conn
+        self._parser = parser
+        self._request = request
+        self._limit = limit
+
+    def __iter__(self) -> Any:
+        parser = self._parser
+        chunks = parser.chunks
+        while self._conn is not None:
+            if chunks:
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                chunks.clear()
+                yield data
+            elif parser.complete:
+                return
+            else:
+                try:
+                    self._conn.receive(parser, self._request, self._limit)
+                except BaseException:
+                    self.close()
+                    raise
+
+    def close(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            self._conn = None
+            parser = self._parser
+            conn.pool.release(conn, parser.complete and parser.keep_alive)
+
+
+class SyncEngine(httpx.BaseTransport):
+    """HTTP/1.1 keep-alive transport for mesh endpoints; limits apply per origin.
+
+    Reads ``request.extensions["timeout"]`` (as set by httpx) and
+    ``request.extensions["sni_hostname"]`` (TLS server name, the mesh's service name).
+    """
+
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: Any = None,
+        trust_env: bool = True,
+        limits: httpx.Limits = _DEFAULT_LIMITS,
+    ) -> None:
+        self.limits = limits
+        self._verify = verify
+        self._cert = cert
+        self._trust_env = trust_env
+        self._ssl: ssl.SSLContext | None = None
+        self._lock = threading.Lock()
+        self._pools: dict[tuple[Any, ...], _Pool] = {}
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Build the TLS context on first https use; plain-http meshes never pay for it."""
+        with self._lock:
+            if self._ssl is None:
+                self._ssl = httpx.create_ssl_context(
+                    verify=self._verify, cert=self._cert, trust_env=self._trust_env
+                )
+            return self._ssl
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        url = request.url
+        sni = request.extensions.get("sni_hostname")
+        key = (url.raw_scheme, url.raw_host, url.port, sni)
+        pool = self._pools.get(key)
+        if pool is None:
+            if key[0] not in (b"http", b"https"):
+                raise httpx.UnsupportedProtocol(
+                    f"Unsupported scheme {url.scheme!r}.", request=request
+                )
+            with self._lock:
+                pool = self._pools.setdefault(key, _Pool(self, url, sni))
+        head = encode_head(request)
+        t = timeouts(request)
+        conn = pool.acquire(request, t)
+        parser = conn.parser
+        parser.start(request, request.method == "HEAD")
+        limit = t.get("read")
+        try:
+            try:
+                _send(conn, request, head, t.get("write"))
+            except httpx.WriteError as exc:
+                # The server may have answered (e.g. 413) and closed before taking the
+                # whole body; report its answer if there is one, else the write error.
+                try:
+                    while not parser.headers_done:
+                        conn.receive(parser, request, limit)
+                except httpx.TransportError:
+                    raise exc from None
+                parser.keep_alive = False
+            while not parser.headers_done:
+                conn.receive(parser, request, limit)
+        except BaseException:
+            pool.release(conn, False)
+            raise
+        return httpx.Response(
+            parser.status_code,
+            headers=parser.headers,
+            stream=_ResponseStream(conn, parser, request, limit),
+            extensions={"http_version": parser.http_version, "reason_phrase": parser.reason},
+        )
+
+    def close(self) -> None:
+        """Close every pooled connection; in-flight ones close when their response does."""
+        with self._lock:
+            pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            with pool.lock:
+                pool.closed = True
+                pool.close_idle()
+
+
+def _send(conn: _Connection, request: httpx.Request, head: bytes, limit: float | None) -> None:
+    """Write the request, streaming (and chunk-framing) a body httpx does not hold."""
+    body = in_memory_body(request)
+    if body is not None:
+        conn.write(head + body if body else head, request, limit)
+        return
+    stream = request.stream
+    if not isinstance(stream, httpx.SyncByteStream):
+        raise RuntimeError("Attempted to send an async request body with a SyncEngine.")
+    conn.write(head, request, limit)
+    chunked = is_chunked(request)
+    for chunk in stream:
+        if chunk:
+            conn.write(frame_chunk(chunk) if chunked else chunk, request, limit)
+    if chunked:
+        conn.write(LAST_CHUNK, request, limit)
