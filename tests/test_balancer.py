@@ -29,7 +29,7 @@ class _Dead:
     def admit(self, now: float) -> bool:
         return False
 
-    def record(self, now: float, *, failure: bool) -> None:
+    def record(self, now: float, *, failure: bool, probe: bool = False) -> None:
         pass
 
     def release(self) -> None:

@@ -8,9 +8,12 @@ sidecar. Configuration comes from ``MESH_*`` environment variables (see docs/con
 
 import logging
 
+from meshlib.accrual import AccrualPolicy
+from meshlib.budget import BudgetPolicy, RetryBudget
 from meshlib.classify import ResponseClass, default_classifier
 from meshlib.client import AsyncMeshClient, AsyncMeshTransport, MeshClient, MeshTransport
 from meshlib.config import MeshConfig
+from meshlib.context import DEADLINE_HEADER, CallPolicy
 from meshlib.discovery import Discovery, Resolution, StaticDiscovery, Target
 from meshlib.endpoint import Endpoint
 from meshlib.errors import (
@@ -21,26 +24,40 @@ from meshlib.errors import (
     NoEndpointsAvailable,
     RateLimited,
 )
+from meshlib.limits import LimitPolicy
+from meshlib.middleware import MeshASGIMiddleware, MeshWSGIMiddleware
+from meshlib.outbound import outbound
+from meshlib.retry import RetryPolicy
 
 __all__ = [
+    "DEADLINE_HEADER",
+    "AccrualPolicy",
     "AsyncMeshClient",
     "AsyncMeshTransport",
+    "BudgetPolicy",
+    "CallPolicy",
     "ConfigError",
     "DeadlineExceeded",
     "Discovery",
     "DiscoveryError",
     "Endpoint",
+    "LimitPolicy",
+    "MeshASGIMiddleware",
     "MeshClient",
     "MeshConfig",
     "MeshError",
     "MeshTransport",
+    "MeshWSGIMiddleware",
     "NoEndpointsAvailable",
     "RateLimited",
     "Resolution",
     "ResponseClass",
+    "RetryBudget",
+    "RetryPolicy",
     "StaticDiscovery",
     "Target",
     "default_classifier",
+    "outbound",
 ]
 
 __version__ = "0.1.0"

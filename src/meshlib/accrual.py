@@ -133,16 +133,20 @@ class EndpointHealth:
 
     # -- what attempts report ----------------------------------------------------------------
 
-    def record(self, now: float, *, failure: bool) -> None:
-        """One classified outcome of an attempt on this endpoint."""
+    def record(self, now: float, *, failure: bool, probe: bool = False) -> None:
+        """One classified outcome of an attempt on this endpoint.
+
+        While the endpoint is dead only its probe decides; outcomes of requests that started
+        before the death (or panic-mode attempts) are counted but change nothing.
+        """
         with self._group.lock:
             self._count(now, failure)
             if self.state != "alive":
-                # A probe (or a panic-mode attempt) decides: success revives, failure re-kills.
-                if failure:
-                    self._kill(now)
-                else:
-                    self._revive()
+                if probe and self.state == "probing":
+                    if failure:
+                        self._kill(now)
+                    else:
+                        self._revive()
                 return
             if not failure:
                 self._consecutive = 0

@@ -44,7 +44,7 @@ def endpoint_url(url: httpx.URL, host: str, port: int) -> httpx.URL:
 class Attempt:
     """The in-flight record of one attempt on one endpoint."""
 
-    __slots__ = ("_clock", "_done", "after", "klass", "number", "started", "state")
+    __slots__ = ("_clock", "_done", "after", "klass", "number", "probe", "started", "state")
 
     def __init__(self, state: EndpointState, clock: Clock, number: int = 0) -> None:
         self.state = state
@@ -54,6 +54,9 @@ class Attempt:
         self.klass: ResponseClass | None = None
         self.after: Callable[[], None] | None = None
         """Runs once when the attempt ends (the call's concurrency slot is released here)."""
+        health = state.health
+        # The balancer's admit() just claimed the probe if the endpoint is probing.
+        self.probe = health is not None and getattr(health, "state", "alive") == "probing"
         state.metric.start()
         self.started = clock.now()
 
@@ -71,7 +74,7 @@ class Attempt:
         state = self.state
         state.metric.finish(now, now - self.started, failed=failed)
         if state.health is not None and klass is not None:
-            state.health.record(now, failure=failed)
+            state.health.record(now, failure=failed, probe=self.probe)
         if self.after is not None:
             self.after()
 
@@ -86,7 +89,7 @@ class Attempt:
             return
         self._done = True
         self.state.metric.cancel()
-        if self.state.health is not None:
+        if self.probe and self.state.health is not None:
             self.state.health.release()
         if self.after is not None:
             self.after()

@@ -154,6 +154,16 @@ class Call:
     # -- before an attempt -------------------------------------------------------------------
 
     @property
+    def prefetch(self) -> bool:
+        """Read the body inside the retry loop: the client will read it all anyway (not a
+        streamed call), and the call may retry, so a reset mid-body can still be retried."""
+        return (
+            self._idempotent
+            and self._max_attempts > 1
+            and bool(self.request.extensions.get("mesh_prefetch"))
+        )
+
+    @property
     def wants_replay(self) -> bool:
         """True when a streamed body should be buffered so that a retry can replay it."""
         return self._idempotent and not self.replayable and self._max_attempts > 1

@@ -171,6 +171,19 @@ class AsyncMeshClient(httpx.AsyncClient):
         )
         super().__init__(transport=self.mesh, **kwargs)
 
+    def mesh_state(self) -> dict[str, Any]:
+        """What the mesh knows now: services, endpoints, breakers, budgets (JSON-ready)."""
+        return self.mesh.mesh_state()
+
+    async def send(
+        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        # Not a new method: httpx's own, noting whether the caller streams. A call that does not
+        # stream has its body read inside the mesh, where a reset mid-body is still retryable.
+        if not stream:
+            request.extensions["mesh_prefetch"] = True
+        return await super().send(request, stream=stream, **kwargs)
+
     def _transport_for_url(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
         if self.mesh.router.target(url.host) is not None:
             return self.mesh
@@ -203,6 +216,18 @@ class MeshClient(httpx.Client):
             **http,
         )
         super().__init__(transport=self.mesh, **kwargs)
+
+    def mesh_state(self) -> dict[str, Any]:
+        """What the mesh knows now: services, endpoints, breakers, budgets (JSON-ready)."""
+        return self.mesh.mesh_state()
+
+    def send(
+        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+    ) -> httpx.Response:
+        # See AsyncMeshClient.send.
+        if not stream:
+            request.extensions["mesh_prefetch"] = True
+        return super().send(request, stream=stream, **kwargs)
 
     def _transport_for_url(self, url: httpx.URL) -> httpx.BaseTransport:
         if self.mesh.router.target(url.host) is not None:

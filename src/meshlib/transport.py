@@ -49,6 +49,7 @@ from meshlib.budget import BudgetPolicy, RetryBudget
 from meshlib.call import Call, CallSettings
 from meshlib.classify import Classifier, default_classifier
 from meshlib.clock import SYSTEM_CLOCK, Clock
+from meshlib.context import DEADLINE_HEADER
 from meshlib.discovery.base import Discovery, Target
 from meshlib.discovery.static import StaticDiscovery
 from meshlib.engine import AsyncEngine, SyncEngine
@@ -56,6 +57,7 @@ from meshlib.errors import RateLimited
 from meshlib.limits import ConcurrencyLimit, LimitPolicy, RateLimit
 from meshlib.retry import RetryPolicy
 from meshlib.router import Router, ServiceState
+from meshlib.state import snapshot
 
 __all__ = ["DEFAULT_LIMITS", "AsyncMeshPipeline", "MeshPipeline", "mocking_active"]
 
@@ -193,6 +195,10 @@ class _PipelineBase:
         found = [self._inner, self._passthrough]
         return found if self._mock_inner is None else [*found, self._mock_inner]
 
+    def mesh_state(self) -> dict[str, Any]:
+        """A JSON-serialisable snapshot of services, endpoints, breakers and budgets."""
+        return snapshot(self.router, self.budgets, self._limits)
+
     def _call(self, request: httpx.Request, service: ServiceState) -> Call:
         target = service.target
         budget = self.budgets.get(target)
@@ -245,6 +251,17 @@ def _prepare(request: httpx.Request, attempt: Attempt, scheme_https: bool) -> No
     if scheme_https and "sni_hostname" not in request.extensions:
         request.extensions["sni_hostname"] = request.url.host
     request.url = endpoint_url(request.url, ep.host, ep.port)
+
+
+def _restore(request: httpx.Request, url: httpx.URL, extensions: dict[str, Any]) -> None:
+    """Undo the per-attempt changes, so nothing mesh-specific follows a redirect out of the mesh
+    (httpx builds the next hop from this request, extensions and all) and the caller sees the
+    logical URL."""
+    request.url = url
+    request.extensions = extensions
+    headers = request.headers
+    if DEADLINE_HEADER in headers:
+        del headers[DEADLINE_HEADER]
 
 
 def _concurrency_error(call: Call, limit: ConcurrencyLimit) -> RateLimited:
@@ -304,6 +321,8 @@ class AsyncMeshPipeline(_PipelineBase, httpx.AsyncBaseTransport):
             response: httpx.Response = await self._passthrough.handle_async_request(request)
             return response
         service = router.service(target) or await router.resolve(target)
+        extensions = request.extensions
+        request.extensions = dict(extensions)
         call = self._call(request, service)
         release = await self._enter_limits(call)
         try:
@@ -311,11 +330,25 @@ class AsyncMeshPipeline(_PipelineBase, httpx.AsyncBaseTransport):
                 await self._buffer(request, call)
             https = url.scheme == "https"
             engine = self._engine()
+            prefetch = call.prefetch
             while True:
                 attempt = call.start_attempt()
                 _prepare(request, attempt, https)
                 try:
                     response = await engine.handle_async_request(request)
+                    delay = call.after_response(attempt, response, self._classify)
+                    if delay is None:
+                        assert isinstance(response.stream, httpx.AsyncByteStream)
+                        tracked = TrackedAsyncStream(response.stream, attempt, call.body_expired)
+                        response.stream = tracked
+                        if not prefetch:
+                            attempt.after, release = release, None
+                            return response
+                        # The caller will read the whole body anyway: read it here, where a
+                        # reset mid-body can still be retried.
+                        await response.aread()
+                        return response
+                    await response.aclose()
                 except asyncio.CancelledError:
                     attempt.cancel()
                     raise
@@ -324,21 +357,10 @@ class AsyncMeshPipeline(_PipelineBase, httpx.AsyncBaseTransport):
                     if delay is None:
                         err = call.give_up(exc)
                         raise err from err.__cause__
-                    if delay > 0:
-                        await self._clock.sleep(delay)
-                    continue
                 finally:
-                    request.url = url
-                delay = call.after_response(attempt, response, self._classify)
-                if delay is None:
-                    attempt.after, release = release, None
-                    assert isinstance(response.stream, httpx.AsyncByteStream)
-                    response.stream = TrackedAsyncStream(
-                        response.stream, attempt, call.body_expired
-                    )
-                    return response
-                await response.aclose()
-                await self._clock.sleep(delay)
+                    _restore(request, url, extensions)
+                if delay > 0:
+                    await self._clock.sleep(delay)
         finally:
             if release is not None:
                 release()
@@ -394,6 +416,8 @@ class MeshPipeline(_PipelineBase, httpx.BaseTransport):
             response: httpx.Response = self._passthrough.handle_request(request)
             return response
         service = router.service(target) or router.resolve_sync(target)
+        extensions = request.extensions
+        request.extensions = dict(extensions)
         call = self._call(request, service)
         release = self._enter_limits(call)
         try:
@@ -401,32 +425,35 @@ class MeshPipeline(_PipelineBase, httpx.BaseTransport):
                 self._buffer(request, call)
             https = url.scheme == "https"
             engine = self._engine()
+            prefetch = call.prefetch
             while True:
                 attempt = call.start_attempt()
                 _prepare(request, attempt, https)
                 try:
                     response = engine.handle_request(request)
+                    delay = call.after_response(attempt, response, self._classify)
+                    if delay is None:
+                        assert isinstance(response.stream, httpx.SyncByteStream)
+                        tracked = TrackedSyncStream(response.stream, attempt, call.body_expired)
+                        response.stream = tracked
+                        if not prefetch:
+                            attempt.after, release = release, None
+                            return response
+                        response.read()
+                        return response
+                    response.close()
                 except Exception as exc:
                     delay = call.after_error(attempt, exc, self._classify)
                     if delay is None:
                         err = call.give_up(exc)
                         raise err from err.__cause__
-                    if delay > 0:
-                        self._clock.sleep_sync(delay)
-                    continue
                 except BaseException:
                     attempt.cancel()
                     raise
                 finally:
-                    request.url = url
-                delay = call.after_response(attempt, response, self._classify)
-                if delay is None:
-                    attempt.after, release = release, None
-                    assert isinstance(response.stream, httpx.SyncByteStream)
-                    response.stream = TrackedSyncStream(response.stream, attempt, call.body_expired)
-                    return response
-                response.close()
-                self._clock.sleep_sync(delay)
+                    _restore(request, url, extensions)
+                if delay > 0:
+                    self._clock.sleep_sync(delay)
         finally:
             if release is not None:
                 release()

@@ -1,0 +1,63 @@
+"""The retry budget: Finagle's numbers, a sliding window, and exhaustion counted."""
+
+import pytest
+
+from meshlib import BudgetPolicy, RetryBudget
+from meshlib.clock import ManualClock
+
+
+def test_floor_allows_min_per_sec_times_ttl_without_calls() -> None:
+    budget = RetryBudget(BudgetPolicy(ttl=10, min_per_sec=10, percent=0.2), clock=ManualClock())
+    assert sum(budget.try_withdraw() for _ in range(150)) == 100
+    assert budget.exhausted == 50
+
+
+def test_percent_of_calls_on_top_of_the_floor() -> None:
+    budget = RetryBudget(BudgetPolicy(min_per_sec=0, percent=0.2), clock=ManualClock())
+    for _ in range(100):
+        budget.deposit()
+    assert sum(budget.try_withdraw() for _ in range(100)) == 20
+
+
+def test_window_slides() -> None:
+    clock = ManualClock()
+    budget = RetryBudget(BudgetPolicy(ttl=10, min_per_sec=0, percent=0.5), clock=clock)
+    for _ in range(10):
+        budget.deposit()
+    assert budget.balance() == pytest.approx(5)
+    clock.advance(5)
+    assert budget.balance() == pytest.approx(5)
+    clock.advance(6)
+    assert budget.balance() == pytest.approx(0)
+
+
+def test_withdrawals_expire_too() -> None:
+    clock = ManualClock()
+    budget = RetryBudget(BudgetPolicy(ttl=2, min_per_sec=1, percent=0), clock=clock)
+    assert budget.try_withdraw()
+    assert budget.try_withdraw()
+    assert not budget.try_withdraw()
+    clock.advance(3)
+    assert budget.try_withdraw()
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"percent": 1.2}, r"percent must be within \[0, 100\], got 120"),
+        ({"ttl": 0.5}, "ttl"),
+        ({"min_per_sec": -1}, "min_per_sec"),
+    ],
+)
+def test_policy_validation(kw: dict[str, float], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        BudgetPolicy(**kw)
+
+
+def test_snapshot_is_plain_json() -> None:
+    import json
+
+    budget = RetryBudget(clock=ManualClock())
+    budget.deposit()
+    json.dumps(budget.snapshot())
+    assert budget.snapshot()["calls_in_window"] == 1
