@@ -106,3 +106,69 @@ def test_direct_construction_is_validated_too() -> None:
 
 def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
+
+
+def test_resilience_variables() -> None:
+    c = MeshConfig.from_env(
+        {
+            "MESH_MAX_ATTEMPTS": "4",
+            "MESH_RETRY_BACKOFF_BASE": "10ms",
+            "MESH_RETRY_BACKOFF_MAX": "1s",
+            "MESH_RETRY_BUDGET_PERCENT": "10",
+            "MESH_RETRY_BUDGET_MIN_PER_SEC": "5",
+            "MESH_ACCRUAL_CONSECUTIVE_FAILURES": "7",
+            "MESH_ACCRUAL_SUCCESS_RATE": "90",
+            "MESH_MAX_EJECTION_PERCENT": "25",
+            "MESH_TIMEOUT": "2s",
+            "MESH_PER_TRY_TIMEOUT": "500ms",
+            "MESH_IDEMPOTENCY_KEY": "yes",
+            "MESH_PROPAGATE_DEADLINE": "off",
+        }
+    )
+    assert c.retry.max_attempts == 4
+    assert c.budget.percent == pytest.approx(0.1)
+    assert c.budget.min_per_sec == 5
+    assert c.accrual.consecutive_failures == 7
+    assert c.accrual.success_rate == pytest.approx(0.9)
+    assert c.accrual.max_ejection_percent == 25
+    assert c.timeout == 2.0
+    assert c.per_try_timeout == 0.5
+    assert c.idempotency_key is True
+    assert c.propagate_deadline is False
+
+
+def test_limits_variables() -> None:
+    c = MeshConfig.from_env(
+        {
+            "MESH_RATE_LIMIT": "users=100:200;orders=20/s",
+            "MESH_MAX_IN_FLIGHT": "users=64",
+            "MESH_LIMIT_WAIT": "false",
+        }
+    )
+    assert c.limits["users"].rate == 100
+    assert c.limits["users"].burst == 200
+    assert c.limits["users"].max_in_flight == 64
+    assert c.limits["orders"].rate == 20
+    assert c.limits["orders"].wait is False
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"MESH_MAX_ATTEMPTS": "zero"}, "MESH_MAX_ATTEMPTS='zero' is not an integer"),
+        ({"MESH_MAX_ATTEMPTS": "11"}, r"within \[1, 10\]"),
+        ({"MESH_RETRY_BUDGET_PERCENT": "120"}, r"percent must be within \[0, 100\], got 120"),
+        ({"MESH_IDEMPOTENCY_KEY": "maybe"}, "MESH_IDEMPOTENCY_KEY='maybe' is not a boolean"),
+        ({"MESH_RATE_LIMIT": "users"}, "must look like service=value"),
+        ({"MESH_RATE_LIMIT": "users=-3"}, "rate limit must be a positive number"),
+        ({"MESH_RETRY_BACKOFF_BASE": "1s", "MESH_RETRY_BACKOFF_MAX": "10ms"}, "must be >="),
+        ({"MESH_ACCRUAL_SUCCESS_RATE": "150"}, "success_rate"),
+    ],
+)
+def test_resilience_errors_name_the_variable(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        MeshConfig.from_env(env)
+
+
+def test_optional_durations_accept_none() -> None:
+    assert MeshConfig.from_env({"MESH_TIMEOUT": "none"}).timeout is None

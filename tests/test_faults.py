@@ -69,7 +69,9 @@ async def test_connect_timeout_is_requeued_for_post() -> None:
         config=meshlib.MeshConfig(balancer="round-robin"),
         transport=httpx.MockTransport(handler),
     ) as client:
-        statuses = [(await client.post("http://users/", content=b"x")).status_code for _ in range(4)]
+        statuses = [
+            (await client.post("http://users/", content=b"x")).status_code for _ in range(4)
+        ]
     assert statuses == [201] * 4
 
 
@@ -146,7 +148,9 @@ async def test_retry_after_is_honoured_and_capped_by_the_deadline() -> None:
 
 
 async def test_429_marks_the_endpoint_overloaded(ok: Upstream) -> None:
-    limited = UpstreamBehaviour(name="limited", fail_fraction=1.0, fail_status=429, retry_after="30")
+    limited = UpstreamBehaviour(
+        name="limited", fail_fraction=1.0, fail_status=429, retry_after="30"
+    )
     async with Upstream(limited) as up:
         async with _client([f"127.0.0.1:{up.port}", f"127.0.0.1:{ok.port}"]) as client:
             seen = [(await client.get("http://users/")).headers["x-upstream"] for _ in range(40)]
@@ -171,7 +175,10 @@ async def test_persistent_failure_is_capped_by_the_budget() -> None:
     async with Upstream(behaviour) as down:
         budget = meshlib.BudgetPolicy(ttl=10, min_per_sec=1, percent=0.2)
         async with _client(
-            [f"127.0.0.1:{down.port}"], clock=clock, budget=budget, accrual=meshlib.AccrualPolicy(enabled=False)
+            [f"127.0.0.1:{down.port}"],
+            clock=clock,
+            budget=budget,
+            accrual=meshlib.AccrualPolicy(enabled=False),
         ) as client:
             calls = 200
             for _ in range(calls):

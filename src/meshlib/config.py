@@ -33,7 +33,7 @@ ENGINES = ("fast", "httpx")
 _DISCOVERIES = ("static", "consul")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_SECRET_HINTS = ("TOKEN", "AUTH", "PASSWORD", "SECRET", "KEY")
+_SECRET_HINTS = ("TOKEN", "AUTH", "PASSWORD", "SECRET")
 
 
 def _shown(name: str, value: str) -> str:
