@@ -256,3 +256,14 @@ async def test_caller_cancel_releases_everything_and_charges_nothing() -> None:
         assert hang.stats().open_connections == 0
     leftover = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     assert leftover == []
+
+
+async def test_retried_attempts_release_their_load_and_count_as_failures() -> None:
+    async with Upstream(UpstreamBehaviour(name="down", fail_fraction=1.0)) as down:
+        async with _client([f"127.0.0.1:{down.port}"], clock=ManualClock()) as client:
+            await client.get("http://users/")
+            (ep,) = client.mesh_state()["services"]["users"]["endpoints"]
+    assert down.stats().total == 3
+    assert ep["in_flight"] == 0
+    assert ep["requests_in_window"] == 3
+    assert ep["success_rate"] == 0.0

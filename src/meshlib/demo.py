@@ -4,8 +4,10 @@ It starts three small upstream services on 127.0.0.1 as separate processes (``al
 and ``gamma``; gamma is "sometimes slow": 20% of its answers take 50 ms more), declares them as
 the service ``demo`` in static discovery, and drives the same open-loop traffic through an
 ``AsyncMeshClient`` twice: once with the default P2C Peak-EWMA balancer and once with round
-robin, so the difference a latency-aware balancer makes is visible in one screen. Every upstream
-is stopped by its own pid at the end, and the command exits 0 by itself.
+robin, so the difference a latency-aware balancer makes is visible in one screen. A third act
+(``demo_resilience``) makes beta fail mid-run and shows the ejection, the probe and the recovery
+while retries keep callers from seeing errors. Every upstream is stopped by its own pid at the
+end, and the command exits 0 by itself.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import httpx
 
 from meshlib.client import AsyncMeshClient
 from meshlib.config import MeshConfig
+from meshlib.demo_resilience import run_resilience_act
 from meshlib.discovery.static import StaticDiscovery
 from meshlib.loadgen import LoadResult, run_open_loop
 from meshlib.upstream import SpawnedUpstream, UpstreamBehaviour, spawn_upstream
@@ -30,15 +33,15 @@ _NAMES = ("alpha", "beta", "gamma")
 
 
 class DemoOptions(argparse.Namespace):
-    duration: float = 8.0
+    duration: float = 6.0
     rate: float = 200.0
     seed: int = 7
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The demo's options (all optional; defaults finish in about 20 s)."""
+    """The demo's options (all optional; defaults finish in about 25 s)."""
     parser.add_argument(
-        "--duration", type=float, default=8.0, help="seconds of traffic per balancer (default 8)"
+        "--duration", type=float, default=6.0, help="seconds of traffic per balancer (default 6)"
     )
     parser.add_argument(
         "--rate", type=float, default=200.0, help="requests per second, open loop (default 200)"
@@ -101,6 +104,8 @@ async def _main(opts: DemoOptions, out: TextIO) -> int:
         out.flush()
         rr = await _drive("round-robin", upstreams, opts)
         _report(out, "Round robin (for comparison)", rr)
+        out.flush()
+        resilience = await run_resilience_act(upstreams, _NAMES, out, rate=opts.rate)
     finally:
         for u in upstreams:
             u.stop()
@@ -108,7 +113,8 @@ async def _main(opts: DemoOptions, out: TextIO) -> int:
     out.write(
         f"\nWhat the mesh did: P2C sent {p2c.share('gamma'):.1%} of requests to the slow replica "
         f"(round robin {rr.share('gamma'):.1%}); p99 {p2c.p(99) * 1000:.1f} ms vs "
-        f"{rr.p(99) * 1000:.1f} ms ({ratio:.1f}x better).\n"
+        f"{rr.p(99) * 1000:.1f} ms ({ratio:.1f}x better); with beta failing, callers saw "
+        f"{resilience.error_count} errors in {resilience.sent} requests.\n"
     )
     return 0
 

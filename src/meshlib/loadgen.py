@@ -62,9 +62,13 @@ async def run_open_loop(
     duration: float,
     max_in_flight: int = 512,
     served_by_header: str = "x-upstream",
+    result: LoadResult | None = None,
 ) -> LoadResult:
-    """Call ``send`` ``rate`` times a second for ``duration`` seconds, open loop."""
-    result = LoadResult()
+    """Call ``send`` ``rate`` times a second for ``duration`` seconds, open loop.
+
+    Pass ``result`` to watch the counters fill while the run is going (the demo's timeline).
+    """
+    result = result if result is not None else LoadResult()
     interval = 1.0 / rate
     total = int(rate * duration)
     in_flight: set[asyncio.Task[None]] = set()

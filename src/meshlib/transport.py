@@ -349,6 +349,7 @@ class AsyncMeshPipeline(_PipelineBase, httpx.AsyncBaseTransport):
                         await response.aread()
                         return response
                     await response.aclose()
+                    attempt.finish()
                 except asyncio.CancelledError:
                     attempt.cancel()
                     raise
@@ -442,6 +443,7 @@ class MeshPipeline(_PipelineBase, httpx.BaseTransport):
                         response.read()
                         return response
                     response.close()
+                    attempt.finish()
                 except Exception as exc:
                     delay = call.after_error(attempt, exc, self._classify)
                     if delay is None:
