@@ -22,6 +22,7 @@ from meshlib.classify import Classifier
 from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.config import MeshConfig
 from meshlib.discovery.base import Discovery
+from meshlib.discovery.consul import ConsulDiscovery
 from meshlib.discovery.static import StaticDiscovery
 from meshlib.transport import DEFAULT_LIMITS, AsyncMeshPipeline, MeshPipeline
 
@@ -36,6 +37,8 @@ __all__ = [
 
 def discovery_from_config(config: MeshConfig, clock: Clock = SYSTEM_CLOCK) -> Discovery:
     """The discovery a configuration asks for."""
+    if config.discovery == "consul":
+        return ConsulDiscovery(config.consul, config.consul_options, clock=clock)
     return StaticDiscovery(
         config.static_endpoints,
         file=config.static_file,

@@ -21,6 +21,9 @@ import tenacity
 from meshlib.accrual import AccrualPolicy
 from meshlib.balancer import BALANCERS
 from meshlib.budget import BudgetPolicy
+from meshlib.consul_env import consul_options_from_env, consul_settings_from_env
+from meshlib.consul_settings import ConsulSettings
+from meshlib.discovery.consul import ConsulOptions
 from meshlib.discovery.static import parse_services
 from meshlib.endpoint import Endpoint
 from meshlib.errors import ConfigError
@@ -110,6 +113,10 @@ class MeshConfig:
     """Send the remaining deadline to mesh services (``MESH_PROPAGATE_DEADLINE``)."""
     limits: Mapping[str, LimitPolicy] = field(default_factory=dict)
     """Per-service rate and concurrency limits (``MESH_RATE_LIMIT``, ``MESH_MAX_IN_FLIGHT``)."""
+    consul: ConsulSettings = field(default_factory=ConsulSettings)
+    """How to reach Consul (``CONSUL_*``, Go client rules)."""
+    consul_options: ConsulOptions = field(default_factory=ConsulOptions)
+    """How Consul is read (``MESH_CONSUL_*``, ``MESH_DISCOVERY_*``)."""
 
     def __post_init__(self) -> None:
         _one_of("MESH_DISCOVERY", self.discovery, _DISCOVERIES)
@@ -122,12 +129,6 @@ class MeshConfig:
             _positive("MESH_TIMEOUT", self.timeout)
         if self.per_try_timeout is not None:
             _positive("MESH_PER_TRY_TIMEOUT", self.per_try_timeout)
-        if self.discovery == "consul":
-            raise ConfigError(
-                "MESH_DISCOVERY='consul' is not available in this release: Consul discovery "
-                "is not built yet. Use MESH_DISCOVERY=static with MESH_STATIC_ENDPOINTS or "
-                "MESH_STATIC_FILE (and unset CONSUL_HTTP_ADDR, which selects consul by default)."
-            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MeshConfig:
@@ -164,6 +165,9 @@ class MeshConfig:
         kw["budget"] = _build("MESH_RETRY_BUDGET_*", BudgetPolicy, _budget_kw(env))
         kw["accrual"] = _build("MESH_ACCRUAL_*", AccrualPolicy, _accrual_kw(env))
         kw["limits"] = _limits_from_env(env)
+        if kw["discovery"] == "consul":
+            kw["consul"] = consul_settings_from_env(env, parse_bool)
+            kw["consul_options"] = consul_options_from_env(env, parse_bool, parse_duration)
         return cls(**kw)
 
     def items(self) -> Iterator[tuple[str, object]]:

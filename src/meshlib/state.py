@@ -52,7 +52,12 @@ def snapshot(
     """Everything about every service used so far, as plain JSON types."""
     now = router.clock.now()
     services: dict[str, Any] = {}
-    for svc in router.services():
+    for known in router.services():
+        try:
+            # Refresh from discovery first: the router itself updates lazily, on requests.
+            svc = router.service(known.target) or known
+        except Exception:  # a staleness bound may refuse it; show what we had
+            svc = known
         res = svc.resolution
         endpoints = [_endpoint(st, now) for st in svc.eps.states]
         dead = sum(1 for e in endpoints if e["state"] != "alive")

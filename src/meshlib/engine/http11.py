@@ -4,7 +4,8 @@ Both drivers (``aio`` and ``sync``) move the same bytes; only *how* they wait di
 Everything that does not wait lives here so it is written once: serialising the request
 head, framing request bodies, turning response bytes into status/headers/body chunks with
 httptools (llhttp, the C parser uvicorn uses, roughly an order of magnitude cheaper than
-h11 in pure Python), and mapping low-level failures onto httpx's exception classes.
+h11 in pure Python), mapping low-level failures onto httpx's exception classes, and the
+per-origin pool bookkeeping and constructor settings both engines have in common.
 
 The exception mapping is part of the contract, not a nicety: the mesh's retry layer
 decides "might the upstream have seen this request?" from the exception class alone
@@ -15,6 +16,7 @@ with ``request=`` set and never a raw ``OSError``, ``ssl.SSLError`` or parser er
 
 from __future__ import annotations
 
+import ssl
 import time
 from collections import deque
 from typing import Any, Generic, Protocol, TypeVar
@@ -23,7 +25,10 @@ import httpx
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 __all__ = [
+    "DEFAULT_LIMITS",
     "LAST_CHUNK",
+    "EngineBase",
+    "OriginKey",
     "PoolBase",
     "ResponseParser",
     "connect_error",
@@ -31,10 +36,14 @@ __all__ = [
     "frame_chunk",
     "in_memory_body",
     "is_chunked",
+    "origin_key",
     "read_error",
     "timeouts",
     "write_error",
 ]
+
+#: httpx's own defaults, but applied per origin (per mesh endpoint), not per client.
+DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 
 #: Terminator of a chunked request body (zero-size chunk, no trailers).
 LAST_CHUNK = b"0\r\n\r\n"
@@ -49,6 +58,23 @@ def timeouts(request: httpx.Request) -> dict[str, float | None]:
     """
     value: Any = request.extensions.get("timeout")
     return value if value is not None else _NO_TIMEOUTS
+
+
+OriginKey = tuple[bytes, bytes, int | None, str | None]
+
+
+def origin_key(request: httpx.Request) -> OriginKey:
+    """The pool a request belongs to: scheme, host, port and, for https, the TLS name.
+
+    ``sni_hostname`` (the extension httpcore honours; the mesh puts the service name
+    there) is part of the key only for https, because a TLS connection verified for one
+    name cannot serve another, while plain-http connections to an endpoint are
+    interchangeable.
+    """
+    url = request.url
+    scheme = url.raw_scheme
+    sni = request.extensions.get("sni_hostname") if scheme == b"https" else None
+    return (scheme, url.raw_host, url.port, sni)
 
 
 def encode_head(request: httpx.Request) -> bytes:
@@ -124,7 +150,7 @@ def read_error(exc: BaseException, request: httpx.Request) -> httpx.TransportErr
 
 
 class ResponseParser:
-    """Collects one response from httptools callbacks; drivers poll its public fields.
+    """Collects a connection's responses from httptools callbacks; drivers poll its fields.
 
     One instance lives on each connection and is re-armed by :meth:`start` per request.
     llhttp cannot be told that a response answers a HEAD request (with
@@ -138,24 +164,6 @@ class ResponseParser:
     ``chunks`` (body pieces not yet handed out) with ``buffered`` (their total size),
     ``headers_done``, ``complete``, ``keep_alive`` and ``started`` (any byte received).
     """
-
-    __slots__ = (
-        "_between",
-        "_interim",
-        "_no_body",
-        "_parser",
-        "_request",
-        "buffered",
-        "chunks",
-        "complete",
-        "headers",
-        "headers_done",
-        "http_version",
-        "keep_alive",
-        "reason",
-        "started",
-        "status_code",
-    )
 
     def __init__(self) -> None:
         self._parser = HttpResponseParser(self)
@@ -185,6 +193,14 @@ class ResponseParser:
         self.complete = False
         self.keep_alive = False
         self.started = False
+
+    def take(self) -> bytes:
+        """Hand out every buffered body piece as one bytes object (usually just one)."""
+        chunks = self.chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        chunks.clear()
+        self.buffered = 0
+        return data
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
         """Parse received bytes; raises ``httpx.RemoteProtocolError`` on malformed HTTP."""
@@ -295,10 +311,15 @@ class PoolBase(Generic[C]):
     Subclasses implement :meth:`hand`; the sync one also wraps calls in its lock.
     """
 
-    def __init__(self, url: httpx.URL, sni: str | None, limits: httpx.Limits) -> None:
-        self.tls = url.scheme == "https"
-        self.host = url.raw_host.decode("ascii")
-        self.port = url.port or (443 if self.tls else 80)
+    def __init__(self, request: httpx.Request, key: OriginKey, limits: httpx.Limits) -> None:
+        scheme, host, port, sni = key
+        if scheme not in (b"http", b"https"):
+            raise httpx.UnsupportedProtocol(
+                f"Unsupported URL scheme {scheme.decode()!r}.", request=request
+            )
+        self.tls = scheme == b"https"
+        self.host = host.decode("ascii")
+        self.port = port or (443 if self.tls else 80)
         self.server_hostname = sni or self.host
         self.max_open = limits.max_connections
         self.max_idle = limits.max_keepalive_connections
@@ -367,3 +388,38 @@ class PoolBase(Generic[C]):
     def close_idle(self) -> None:
         while self.idle:
             self.drop(self.idle.pop())
+
+
+P = TypeVar("P", bound=PoolBase[Any])
+
+
+class EngineBase(Generic[P]):
+    """Constructor, TLS settings and the origin -> pool map shared by both engines.
+
+    The signature mirrors httpx's transports so the engine drops in where users already
+    configure httpx. The TLS context is only built when the first https request arrives
+    (loading CA certificates costs milliseconds that plain-http meshes never pay); a race
+    between threads at that moment at worst builds two equivalent contexts.
+    """
+
+    def __init__(
+        self,
+        *,
+        verify: ssl.SSLContext | str | bool = True,
+        cert: Any = None,
+        trust_env: bool = True,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self.limits = limits
+        self._verify = verify
+        self._cert = cert
+        self._trust_env = trust_env
+        self._ssl: ssl.SSLContext | None = None
+        self._pools: dict[OriginKey, P] = {}
+
+    def ssl_context(self) -> ssl.SSLContext:
+        if self._ssl is None:
+            self._ssl = httpx.create_ssl_context(
+                verify=self._verify, cert=self._cert, trust_env=self._trust_env
+            )
+        return self._ssl

@@ -17,15 +17,17 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
-import ssl
 import threading
 from collections import deque
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 
 from .http11 import (
     LAST_CHUNK,
+    EngineBase,
+    OriginKey,
     PoolBase,
     ResponseParser,
     connect_error,
@@ -33,6 +35,7 @@ from .http11 import (
     frame_chunk,
     in_memory_body,
     is_chunked,
+    origin_key,
     read_error,
     timeouts,
     write_error,
@@ -40,9 +43,7 @@ from .http11 import (
 
 __all__ = ["SyncEngine"]
 
-_DEFAULT_LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=20)
 _BUFFER_SIZE = 65536
-_UNSET: Any = object()
 
 
 class _Connection:
@@ -108,8 +109,8 @@ class _Waiter:
 class _Pool(PoolBase[_Connection]):
     """Per-origin pool guarded by one lock; sockets are connected outside the lock."""
 
-    def __init__(self, engine: SyncEngine, url: httpx.URL, sni: str | None) -> None:
-        super().__init__(url, sni, engine.limits)
+    def __init__(self, engine: SyncEngine, request: httpx.Request, key: OriginKey) -> None:
+        super().__init__(request, key, engine.limits)
         self.engine = engine
         self.lock = threading.Lock()
         self.waiters: deque[_Waiter] = deque()
@@ -124,15 +125,17 @@ class _Pool(PoolBase[_Connection]):
                     self.waiters.append(waiter)
             if waiter is not None:
                 conn = self._wait(waiter, request, t.get("pool"))
-                if conn is not None and not conn.alive():
-                    conn.abort()  # keep its slot for a fresh connection
-                    conn = None
+                if conn is not None and conn.alive():
+                    return conn
+                if conn is not None:
+                    conn.abort()  # dead on arrival: keep its slot for a fresh connection
+                return self._connect(request, t.get("connect"))
             if conn is None:
                 return self._connect(request, t.get("connect"))
             if conn.alive():
                 return conn
             with self.lock:
-                self.drop(conn)
+                self.drop(conn)  # closed by the server while idle: free its slot, retry
 
     def _wait(
         self, waiter: _Waiter, request: httpx.Request, limit: float | None
@@ -193,14 +196,12 @@ class _ResponseStream(httpx.SyncByteStream):
         self._request = request
         self._limit = limit
 
-    def __iter__(self) -> Any:
+    def __iter__(self) -> Iterator[bytes]:
         parser = self._parser
         chunks = parser.chunks
         while self._conn is not None:
             if chunks:
-                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-                chunks.clear()
-                yield data
+                yield parser.take()
             elif parser.complete:
                 return
             else:
@@ -218,50 +219,18 @@ class _ResponseStream(httpx.SyncByteStream):
             conn.pool.release(conn, parser.complete and parser.keep_alive)
 
 
-class SyncEngine(httpx.BaseTransport):
+class SyncEngine(EngineBase["_Pool"], httpx.BaseTransport):
     """HTTP/1.1 keep-alive transport for mesh endpoints; limits apply per origin.
 
     Reads ``request.extensions["timeout"]`` (as set by httpx) and
     ``request.extensions["sni_hostname"]`` (TLS server name, the mesh's service name).
     """
 
-    def __init__(
-        self,
-        *,
-        verify: ssl.SSLContext | str | bool = True,
-        cert: Any = None,
-        trust_env: bool = True,
-        limits: httpx.Limits = _DEFAULT_LIMITS,
-    ) -> None:
-        self.limits = limits
-        self._verify = verify
-        self._cert = cert
-        self._trust_env = trust_env
-        self._ssl: ssl.SSLContext | None = None
-        self._lock = threading.Lock()
-        self._pools: dict[tuple[Any, ...], _Pool] = {}
-
-    def ssl_context(self) -> ssl.SSLContext:
-        """Build the TLS context on first https use; plain-http meshes never pay for it."""
-        with self._lock:
-            if self._ssl is None:
-                self._ssl = httpx.create_ssl_context(
-                    verify=self._verify, cert=self._cert, trust_env=self._trust_env
-                )
-            return self._ssl
-
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        url = request.url
-        sni = request.extensions.get("sni_hostname")
-        key = (url.raw_scheme, url.raw_host, url.port, sni)
+        key = origin_key(request)
         pool = self._pools.get(key)
-        if pool is None:
-            if key[0] not in (b"http", b"https"):
-                raise httpx.UnsupportedProtocol(
-                    f"Unsupported scheme {url.scheme!r}.", request=request
-                )
-            with self._lock:
-                pool = self._pools.setdefault(key, _Pool(self, url, sni))
+        if pool is None:  # setdefault is atomic; a losing thread's empty pool is dropped
+            pool = self._pools.setdefault(key, _Pool(self, request, key))
         head = encode_head(request)
         t = timeouts(request)
         conn = pool.acquire(request, t)
@@ -294,8 +263,7 @@ class SyncEngine(httpx.BaseTransport):
 
     def close(self) -> None:
         """Close every pooled connection; in-flight ones close when their response does."""
-        with self._lock:
-            pools, self._pools = self._pools, {}
+        pools, self._pools = self._pools, {}
         for pool in pools.values():
             with pool.lock:
                 pool.closed = True
