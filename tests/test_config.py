@@ -76,16 +76,13 @@ def test_list_variable() -> None:
     assert c.passthrough_hosts == ("db", "redis")
 
 
-def test_consul_selected_by_consul_http_addr_fails_clearly_until_built() -> None:
-    with pytest.raises(ConfigError, match="MESH_DISCOVERY='consul'") as info:
-        MeshConfig.from_env({"CONSUL_HTTP_ADDR": "127.0.0.1:8500"})
-    assert "MESH_DISCOVERY=static" in str(info.value)
-    assert (
-        MeshConfig.from_env(
-            {"CONSUL_HTTP_ADDR": "127.0.0.1:8500", "MESH_DISCOVERY": "static"}
-        ).discovery
-        == "static"
-    )
+def test_consul_is_the_default_when_consul_http_addr_is_set() -> None:
+    c = MeshConfig.from_env({"CONSUL_HTTP_ADDR": "127.0.0.1:8500"})
+    assert c.discovery == "consul"
+    assert c.consul.address == "http://127.0.0.1:8500"
+    assert MeshConfig.from_env(
+        {"CONSUL_HTTP_ADDR": "127.0.0.1:8500", "MESH_DISCOVERY": "static"}
+    ).discovery == "static"
 
 
 def test_secret_values_are_never_echoed() -> None:

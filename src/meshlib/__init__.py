@@ -14,7 +14,9 @@ from meshlib.classify import ResponseClass, default_classifier
 from meshlib.client import AsyncMeshClient, AsyncMeshTransport, MeshClient, MeshTransport
 from meshlib.config import MeshConfig
 from meshlib.context import DEADLINE_HEADER, CallPolicy
+from meshlib.consul_settings import ConsulSettings
 from meshlib.discovery import Discovery, Resolution, StaticDiscovery, Target
+from meshlib.discovery.consul import ConsulDiscovery, ConsulOptions
 from meshlib.endpoint import Endpoint
 from meshlib.errors import (
     ConfigError,
@@ -27,16 +29,22 @@ from meshlib.errors import (
 from meshlib.limits import LimitPolicy
 from meshlib.middleware import MeshASGIMiddleware, MeshWSGIMiddleware
 from meshlib.outbound import outbound
+from meshlib.registration import AsyncRegistrar, Registrar, consul_lifespan
 from meshlib.retry import RetryPolicy
+from meshlib.service_registration import ServiceRegistration
 
 __all__ = [
     "DEADLINE_HEADER",
     "AccrualPolicy",
     "AsyncMeshClient",
     "AsyncMeshTransport",
+    "AsyncRegistrar",
     "BudgetPolicy",
     "CallPolicy",
     "ConfigError",
+    "ConsulDiscovery",
+    "ConsulOptions",
+    "ConsulSettings",
     "DeadlineExceeded",
     "Discovery",
     "DiscoveryError",
@@ -50,12 +58,15 @@ __all__ = [
     "MeshWSGIMiddleware",
     "NoEndpointsAvailable",
     "RateLimited",
+    "Registrar",
     "Resolution",
     "ResponseClass",
     "RetryBudget",
     "RetryPolicy",
+    "ServiceRegistration",
     "StaticDiscovery",
     "Target",
+    "consul_lifespan",
     "default_classifier",
     "outbound",
 ]

@@ -21,7 +21,11 @@ import tenacity
 from meshlib.accrual import AccrualPolicy
 from meshlib.balancer import BALANCERS
 from meshlib.budget import BudgetPolicy
-from meshlib.consul_env import consul_options_from_env, consul_settings_from_env
+from meshlib.consul_env import (
+    consul_options_from_env,
+    consul_settings_from_env,
+    registration_from_env,
+)
 from meshlib.consul_settings import ConsulSettings
 from meshlib.discovery.consul import ConsulOptions
 from meshlib.discovery.static import parse_services
@@ -29,6 +33,7 @@ from meshlib.endpoint import Endpoint
 from meshlib.errors import ConfigError
 from meshlib.limits import LimitPolicy
 from meshlib.retry import RetryPolicy
+from meshlib.service_registration import ServiceRegistration
 
 __all__ = ["ENGINES", "MeshConfig", "parse_duration"]
 
@@ -117,6 +122,8 @@ class MeshConfig:
     """How to reach Consul (``CONSUL_*``, Go client rules)."""
     consul_options: ConsulOptions = field(default_factory=ConsulOptions)
     """How Consul is read (``MESH_CONSUL_*``, ``MESH_DISCOVERY_*``)."""
+    registration: ServiceRegistration | None = None
+    """This service's own registration (``MESH_SERVICE_*``), if ``MESH_SERVICE_NAME`` is set."""
 
     def __post_init__(self) -> None:
         _one_of("MESH_DISCOVERY", self.discovery, _DISCOVERIES)
@@ -165,9 +172,12 @@ class MeshConfig:
         kw["budget"] = _build("MESH_RETRY_BUDGET_*", BudgetPolicy, _budget_kw(env))
         kw["accrual"] = _build("MESH_ACCRUAL_*", AccrualPolicy, _accrual_kw(env))
         kw["limits"] = _limits_from_env(env)
-        if kw["discovery"] == "consul":
+        if kw["discovery"] == "consul" or env.get("MESH_SERVICE_NAME"):
             kw["consul"] = consul_settings_from_env(env, parse_bool)
+        if kw["discovery"] == "consul":
             kw["consul_options"] = consul_options_from_env(env, parse_bool, parse_duration)
+        if env.get("MESH_SERVICE_NAME"):
+            kw["registration"] = registration_from_env(env, parse_duration)
         return cls(**kw)
 
     def items(self) -> Iterator[tuple[str, object]]:

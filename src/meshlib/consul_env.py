@@ -26,8 +26,9 @@ from typing import Any
 from meshlib.consul_settings import ConsulSettings
 from meshlib.discovery.consul import ConsulOptions
 from meshlib.errors import ConfigError
+from meshlib.service_registration import ServiceRegistration
 
-__all__ = ["consul_options_from_env", "consul_settings_from_env"]
+__all__ = ["consul_options_from_env", "consul_settings_from_env", "registration_from_env"]
 
 log = logging.getLogger("meshlib.config")
 
@@ -176,3 +177,57 @@ def consul_options_from_env(
         return ConsulOptions(**kw)
     except ValueError as exc:
         raise ConfigError(f"MESH_CONSUL_*: {exc}") from None
+
+
+def _pairs(name: str, value: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for part in value.split(","):
+        if not part.strip():
+            continue
+        key, sep, val = part.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{name}: entry {part.strip()!r} must look like key=value")
+        out[key.strip()] = val.strip()
+    return out
+
+
+def registration_from_env(
+    env: Mapping[str, str], parse_duration: Callable[[str, str], float]
+) -> ServiceRegistration:
+    """This service's registration from ``MESH_SERVICE_*``."""
+    kw: dict[str, Any] = {"name": env["MESH_SERVICE_NAME"].strip()}
+    port = env.get("MESH_SERVICE_PORT", "").strip()
+    if not port.isdigit():
+        raise ConfigError(
+            f"MESH_SERVICE_PORT={port!r} must be the port this service listens on (1-65535)"
+        )
+    kw["port"] = int(port)
+    if env.get("MESH_SERVICE_ID"):
+        kw["id"] = env["MESH_SERVICE_ID"].strip()
+    if env.get("MESH_SERVICE_ADDRESS"):
+        kw["address"] = env["MESH_SERVICE_ADDRESS"].strip()
+    if env.get("MESH_SERVICE_TAGS"):
+        kw["tags"] = tuple(t.strip() for t in env["MESH_SERVICE_TAGS"].split(",") if t.strip())
+    if env.get("MESH_SERVICE_META"):
+        kw["meta"] = _pairs("MESH_SERVICE_META", env["MESH_SERVICE_META"])
+    if env.get("MESH_SERVICE_WEIGHTS"):
+        raw = env["MESH_SERVICE_WEIGHTS"]
+        passing, _, warning = raw.partition(",")
+        if not passing.strip().isdigit() or (warning and not warning.strip().isdigit()):
+            raise ConfigError(f"MESH_SERVICE_WEIGHTS={raw!r} must look like 10 or 10,1")
+        kw["weights"] = (int(passing), int(warning) if warning else 1)
+    if env.get("MESH_SERVICE_CHECK"):
+        kw["check"] = env["MESH_SERVICE_CHECK"].strip().lower()
+    if env.get("MESH_SERVICE_CHECK_HTTP"):
+        kw["http_url"] = env["MESH_SERVICE_CHECK_HTTP"].strip()
+    for var, attr in (
+        ("MESH_SERVICE_CHECK_TTL", "ttl"),
+        ("MESH_SERVICE_CHECK_INTERVAL", "interval"),
+        ("MESH_SERVICE_DEREGISTER_AFTER", "deregister_after"),
+    ):
+        if env.get(var):
+            kw[attr] = parse_duration(var, env[var])
+    try:
+        return ServiceRegistration(**kw)
+    except ValueError as exc:
+        raise ConfigError(f"MESH_SERVICE_*: {exc}") from None

@@ -20,87 +20,19 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import AsyncIterator, Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable
 from types import FrameType, TracebackType
 from typing import Any
 
+from meshlib.config import MeshConfig
 from meshlib.consul_settings import ConsulSettings
 from meshlib.discovery.consul_http import async_consul, sync_consul
+from meshlib.errors import ConfigError
+from meshlib.service_registration import ServiceRegistration
 
 __all__ = ["AsyncRegistrar", "Registrar", "ServiceRegistration", "consul_lifespan"]
 
 log = logging.getLogger("meshlib.registration")
-
-
-def _go_duration(seconds: float) -> str:
-    return f"{int(seconds * 1000)}ms" if seconds < 1 else f"{seconds:g}s"
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServiceRegistration:
-    """What to announce (``MESH_SERVICE_*``)."""
-
-    name: str
-    port: int
-    id: str | None = None
-    address: str = ""
-    tags: tuple[str, ...] = ()
-    meta: Mapping[str, str] = field(default_factory=dict)
-    weights: tuple[int, int] = (1, 1)
-    check: str = "ttl"
-    """``ttl`` (meshlib heartbeats), ``http`` (Consul polls ``http_url``) or ``none``."""
-    ttl: float = 10.0
-    http_url: str | None = None
-    interval: float = 10.0
-    deregister_after: float = 60.0
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise ValueError("service name must not be empty (MESH_SERVICE_NAME)")
-        if not 1 <= self.port <= 65535:
-            raise ValueError(f"service port must be within [1, 65535], got {self.port}")
-        if self.check not in ("ttl", "http", "none"):
-            raise ValueError(f"check must be ttl, http or none, got {self.check!r}")
-        if self.check == "http" and not (self.http_url or "").startswith(("http://", "https://")):
-            raise ValueError("an http check needs http_url (MESH_SERVICE_CHECK_HTTP) as http(s)://")
-        if self.ttl < 1.0:
-            raise ValueError(f"check ttl must be at least 1s, got {self.ttl:g}s")
-        if self.weights[0] < 1 or self.weights[1] < 0:
-            raise ValueError(f"weights must be passing >= 1, warning >= 0, got {self.weights}")
-
-    @property
-    def service_id(self) -> str:
-        return self.id or f"{self.name}-{self.address or 'local'}-{self.port}"
-
-    @property
-    def check_id(self) -> str:
-        return f"service:{self.service_id}"
-
-    def check_definition(self) -> dict[str, Any] | None:
-        after = _go_duration(self.deregister_after)
-        if self.check == "ttl":
-            return {"TTL": _go_duration(self.ttl), "DeregisterCriticalServiceAfter": after}
-        if self.check == "http":
-            return {
-                "HTTP": self.http_url,
-                "Interval": _go_duration(self.interval),
-                "DeregisterCriticalServiceAfter": after,
-            }
-        return None
-
-    def register_kwargs(self) -> dict[str, Any]:
-        """Arguments for py-consul's ``agent.service.register``."""
-        return {
-            "name": self.name,
-            "service_id": self.service_id,
-            "address": self.address or None,
-            "port": self.port,
-            "tags": list(self.tags),
-            "meta": dict(self.meta),
-            "weights": {"Passing": self.weights[0], "Warning": self.weights[1]},
-            "check": self.check_definition(),
-        }
 
 
 class _Base:
@@ -129,11 +61,19 @@ class _Base:
 
 
 class Registrar(_Base):
-    """Sync registration: ``with Registrar(reg, settings): serve()``."""
+    """Sync registration: ``with Registrar(reg, settings): serve()``.
 
-    def __init__(self, registration: ServiceRegistration, settings: ConsulSettings) -> None:
-        super().__init__(registration, settings)
-        self._consul = sync_consul(settings, timeout=10.0)
+    Without arguments, both come from ``MeshConfig.from_env()`` (``MESH_SERVICE_*``,
+    ``CONSUL_*``).
+    """
+
+    def __init__(
+        self,
+        registration: ServiceRegistration | None = None,
+        settings: ConsulSettings | None = None,
+    ) -> None:
+        super().__init__(*_resolve(registration, settings))
+        self._consul = sync_consul(self.settings, timeout=10.0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._previous: Any = None
@@ -211,11 +151,16 @@ class Registrar(_Base):
 
 
 class AsyncRegistrar(_Base):
-    """Async registration: ``async with AsyncRegistrar(reg, settings): ...``."""
+    """Async registration: ``async with AsyncRegistrar(reg, settings): ...`` (defaults as for
+    ``Registrar``)."""
 
-    def __init__(self, registration: ServiceRegistration, settings: ConsulSettings) -> None:
-        super().__init__(registration, settings)
-        self._consul = async_consul(settings, timeout=10.0)
+    def __init__(
+        self,
+        registration: ServiceRegistration | None = None,
+        settings: ConsulSettings | None = None,
+    ) -> None:
+        super().__init__(*_resolve(registration, settings))
+        self._consul = async_consul(self.settings, timeout=10.0)
         self._task: asyncio.Task[None] | None = None
 
     async def register(self, *, again: bool = False) -> None:
@@ -275,8 +220,23 @@ class AsyncRegistrar(_Base):
         await self._consul.http.close()
 
 
+def _resolve(
+    registration: ServiceRegistration | None, settings: ConsulSettings | None
+) -> tuple[ServiceRegistration, ConsulSettings]:
+    if registration is not None and settings is not None:
+        return registration, settings
+    config = MeshConfig.from_env()
+    registration = registration or config.registration
+    if registration is None:
+        raise ConfigError(
+            "no service to register: set MESH_SERVICE_NAME and MESH_SERVICE_PORT "
+            "(or pass a ServiceRegistration)"
+        )
+    return registration, settings or config.consul
+
+
 def consul_lifespan(
-    registration: ServiceRegistration, settings: ConsulSettings
+    registration: ServiceRegistration | None = None, settings: ConsulSettings | None = None
 ) -> Callable[[Any], contextlib.AbstractAsyncContextManager[None]]:
     """An ASGI lifespan for Starlette/FastAPI (``FastAPI(lifespan=consul_lifespan(...))``):
     registered while the app serves, deregistered at shutdown (which is how ASGI servers

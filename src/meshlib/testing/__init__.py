@@ -2,6 +2,8 @@
 
 Nothing in meshlib imports this package; it is for users' tests and meshlib's own:
 
+* ``FakeConsul``: a faithful Consul HTTP API server on 127.0.0.1 (also
+  ``python -m meshlib.testing.fake_consul`` and the ``fake_consul`` pytest fixture);
 * ``ManualClock``: inject with ``clock=`` so backoff, EWMA decay and breaker timers run
   without real sleeps;
 * ``FaultProxy`` and its toxics: a toxiproxy-style TCP proxy on 127.0.0.1 (latency, bandwidth,
@@ -11,6 +13,7 @@ Nothing in meshlib imports this package; it is for users' tests and meshlib's ow
 """
 
 from meshlib.clock import ManualClock
+from meshlib.testing.fake_consul import FakeConsul
 from meshlib.testing.faultproxy import (
     FaultProxy,
     ProxyStats,
@@ -31,6 +34,7 @@ from meshlib.upstream import (
 )
 
 __all__ = [
+    "FakeConsul",
     "FaultProxy",
     "ManualClock",
     "ProxyStats",

@@ -1,0 +1,115 @@
+"""The ``/v1/kv/`` endpoint: get (single, ``?recurse``, ``?keys``, ``?raw``), put and delete.
+
+Answers follow Consul's ``kvs_endpoint.go``: a missing key is a 404 that still carries
+``X-Consul-Index`` (so a client can block until the key appears), values are base64 with
+``null`` for empty, writes answer ``true``/``false`` for check-and-set, and ``?cas=0`` means
+"only if absent". Sessions (``?acquire``/``?release``) are not implemented and fail like an
+unknown session would.
+"""
+
+from __future__ import annotations
+
+from .endpoint import Context, Endpoint, Route, check_datacenter, topics
+from .render import render_kv
+from .state import TOPIC_KV
+from .wire import HTTPError, Request, Result
+
+__all__ = ["MAX_VALUE_SIZE", "ROUTES"]
+
+MAX_VALUE_SIZE = 512 * 1024
+
+
+def _uint(req: Request, name: str) -> int | None:
+    raw = req.param(name)
+    if raw is None:
+        return None
+    if not raw.isdigit():
+        raise HTTPError(500, f'strconv.ParseUint: parsing "{raw}": invalid syntax')
+    return int(raw)
+
+
+def _get(req: Request, ctx: Context) -> Result:
+    check_datacenter(req, ctx)
+    kv = ctx.state.kv
+    key = req.tail
+    if req.has("keys"):
+        found = kv.keys(key, req.param("separator"))
+        index = kv.index_for_prefix(key)
+        if not found:
+            return Result(None, index, status=404, empty_body=True)
+        return Result(found, index)
+    if req.has("recurse"):
+        entries = kv.list_prefix(key)
+        index = kv.index_for_prefix(key)
+        if not entries:
+            return Result(None, index, status=404, empty_body=True)
+        return Result([render_kv(e) for e in entries], index)
+    if not key:
+        raise HTTPError(400, "Missing key name")
+    entry = kv.get(key)
+    index = kv.index_for_key(key)
+    if entry is None:
+        return Result(None, index, status=404, empty_body=True)
+    if req.has("raw"):
+        return Result(
+            raw=entry.value or b"",
+            index=index,
+            content_type="text/plain; charset=utf-8",
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
+    return Result([render_kv(entry)], index)
+
+
+def _put(req: Request, ctx: Context) -> Result:
+    check_datacenter(req, ctx)
+    key = req.tail
+    if not key:
+        raise HTTPError(400, "Missing key name")
+    if req.has("acquire") and req.has("release"):
+        raise HTTPError(400, "Conflicting flags: acquire&release")
+    if len(req.body) > MAX_VALUE_SIZE:
+        raise HTTPError(
+            413,
+            f"Request body({len(req.body)} bytes) too large, max size: {MAX_VALUE_SIZE} bytes. "
+            "See https://developer.hashicorp.com/docs/agent/config/config-files#kv_max_value_size.",
+        )
+    flags = _uint(req, "flags") or 0
+    cas = _uint(req, "cas")
+    session = req.param("acquire") or req.param("release")
+    if session is not None:
+        raise HTTPError(500, f'Invalid session "{session}"')
+    st = ctx.state
+    with st.write() as tx:
+        ok = st.kv.put(req.tail, req.body, flags=flags, cas=cas, alloc=lambda: tx.index)
+        if ok:
+            tx.tables.add(TOPIC_KV)
+    return Result(ok)
+
+
+def _delete(req: Request, ctx: Context) -> Result:
+    check_datacenter(req, ctx)
+    recurse = req.has("recurse")
+    if recurse and req.has("cas"):
+        raise HTTPError(400, "Conflicting flags: recurse&cas")
+    if not req.tail and not recurse:
+        raise HTTPError(400, "Missing key name")
+    cas = _uint(req, "cas")
+    st = ctx.state
+    with st.write() as tx:
+        ok = st.kv.delete(req.tail, recurse=recurse, cas=cas, alloc=lambda: tx.index)
+        if tx.changed:
+            tx.tables.add(TOPIC_KV)
+    return Result(ok)
+
+
+ROUTES = [
+    Route(
+        "/v1/kv/",
+        {
+            "GET": Endpoint(_get, "read", blocking=True, topics=topics(TOPIC_KV)),
+            "PUT": Endpoint(_put, "write"),
+            "DELETE": Endpoint(_delete, "write"),
+        },
+        prefix=True,
+    ),
+]
