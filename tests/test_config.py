@@ -80,9 +80,12 @@ def test_consul_is_the_default_when_consul_http_addr_is_set() -> None:
     c = MeshConfig.from_env({"CONSUL_HTTP_ADDR": "127.0.0.1:8500"})
     assert c.discovery == "consul"
     assert c.consul.address == "http://127.0.0.1:8500"
-    assert MeshConfig.from_env(
-        {"CONSUL_HTTP_ADDR": "127.0.0.1:8500", "MESH_DISCOVERY": "static"}
-    ).discovery == "static"
+    assert (
+        MeshConfig.from_env(
+            {"CONSUL_HTTP_ADDR": "127.0.0.1:8500", "MESH_DISCOVERY": "static"}
+        ).discovery
+        == "static"
+    )
 
 
 def test_secret_values_are_never_echoed() -> None:

@@ -16,7 +16,7 @@ def test_default_backoff_is_envoy_like_full_jitter() -> None:
     rng = random.Random(1)
     for n, cap in [(1, 0.025), (2, 0.05), (3, 0.1), (4, 0.2), (5, 0.25), (9, 0.25)]:
         draws = [backoff_delay(policy, n, rng) for _ in range(200)]
-        assert 0.0 <= min(draws)
+        assert min(draws) >= 0.0
         assert max(draws) <= cap + 1e-9
         assert max(draws) > cap * 0.8
 
@@ -49,7 +49,11 @@ def test_unsent_failures() -> None:
 
 @pytest.mark.parametrize(
     ("kw", "message"),
-    [({"max_attempts": 0}, "max_attempts"), ({"wait": 3}, "tenacity"), ({"max_replay_bytes": -1}, "replay")],
+    [
+        ({"max_attempts": 0}, "max_attempts"),
+        ({"wait": 3}, "tenacity"),
+        ({"max_replay_bytes": -1}, "replay"),
+    ],
 )
 def test_policy_validation(kw: dict[str, object], message: str) -> None:
     with pytest.raises(ValueError, match=message):

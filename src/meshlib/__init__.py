@@ -13,8 +13,8 @@ from meshlib.budget import BudgetPolicy, RetryBudget
 from meshlib.classify import ResponseClass, default_classifier
 from meshlib.client import AsyncMeshClient, AsyncMeshTransport, MeshClient, MeshTransport
 from meshlib.config import MeshConfig
-from meshlib.context import DEADLINE_HEADER, CallPolicy
 from meshlib.consul_settings import ConsulSettings
+from meshlib.context import DEADLINE_HEADER, CallPolicy
 from meshlib.discovery import Discovery, Resolution, StaticDiscovery, Target
 from meshlib.discovery.consul import ConsulDiscovery, ConsulOptions
 from meshlib.endpoint import Endpoint

@@ -37,7 +37,15 @@ _log = logging.getLogger(__name__)
 
 DEFAULT_WAIT = 300.0
 MAX_WAIT = 600.0
-_NOT_FOUND = "Invalid URL path: not a recognized HTTP API endpoint"
+# Consul's Index handler answers unknown paths with fmt.Fprintln, hence the newlines.
+_NOT_FOUND = "Invalid URL path: not a recognized HTTP API endpoint\n"
+_NOT_V1 = (
+    "Invalid URL path: if attempting to use the HTTP API, ensure the path starts with '/v1/'\n"
+)
+_ROOT = (
+    "Consul Agent: UI disabled. To enable, set ui_config.enabled=true in the agent "
+    "configuration and restart."
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,10 +69,19 @@ class QueryOptions:
 
 
 def parse_query_options(req: Request) -> QueryOptions:
-    """``?index``, ``?wait``, ``?stale``/``?consistent`` with Consul's 400 texts."""
+    """Consistency, then ``?wait`` and ``?index``, in the order and with the texts of Consul's
+    ``parseConsistency`` and ``parseWait``."""
     stale, consistent = req.has("stale"), req.has("consistent")
+    raw_stale = req.param("max_stale")
+    if raw_stale:
+        try:
+            stale = stale or parse_go_duration(raw_stale) > 0
+        except ValueError:
+            raise HTTPError(400, f'Invalid max_stale value "{raw_stale}"') from None
     if stale and consistent:
         raise HTTPError(400, "Cannot specify ?stale with ?consistent, conflicting semantics.")
+    if req.has("cached") and consistent:
+        raise HTTPError(400, "Cannot specify ?cached with ?consistent, conflicting semantics.")
     wait = 0.0
     raw_wait = req.param("wait")
     if raw_wait:
@@ -200,8 +217,10 @@ class Dispatcher:
         return response
 
     async def _route(self, req: Request, conn: HttpConnection) -> Response | None:
+        if req.path == "/":
+            return text_response(200, _ROOT)
         if not req.path.startswith("/v1/"):
-            return text_response(404, "404 page not found\n")
+            return text_response(404, _NOT_FOUND if "/v1/" in req.path else _NOT_V1)
         found = self.router.match(req.path)
         if found is None:
             return text_response(404, _NOT_FOUND)
@@ -266,6 +285,9 @@ class Dispatcher:
     async def _evaluate(
         self, req: Request, endpoint: Endpoint, conn: HttpConnection, opts: QueryOptions | None
     ) -> Result | None:
+        state = self.ctx.state
+        # Taken before the first read, so a restore racing this request still releases it.
+        generation = state.abandon_generation
         result = self._compute(req, endpoint)
         want_hash = req.param("hash") if endpoint.topics is not None and opts is None else None
         min_index = opts.index if opts is not None else 0
@@ -275,8 +297,6 @@ class Dispatcher:
         timeout = wait + self.rng.random() * wait / 16
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        state = self.ctx.state
-        generation = state.abandon_generation
 
         def fresh(r: Result) -> bool:
             if r.status not in (200, 404):

@@ -211,19 +211,19 @@ def _wants_text(req: Request) -> bool:
 
 
 def _health_answer(req: Request, status: str, data: Any, code: int) -> Result:
+    # A CodeWithPayloadError in Consul: the reason also travels as X-Consul-Reason.
+    headers = {"X-Consul-Reason": status}
     if _wants_text(req):
-        return Result(raw=status.encode(), status=code, content_type="text/plain")
-    return Result(data, status=code)
+        return Result(raw=status.encode(), status=code, content_type="text/plain", headers=headers)
+    return Result(data, status=code, headers=headers)
 
 
 def _health_by_id(req: Request, ctx: Context) -> Result:
     service_id = require_tail(req, "serviceID")
     found = _health_info(ctx, service_id)
     if found is None:
-        reason = f"ServiceId {service_id} not found"
-        if _wants_text(req):
-            return Result(raw=reason.encode(), status=404, content_type="text/plain")
-        return Result({"AggregatedStatus": CRITICAL, "Service": None, "Checks": None}, status=404)
+        missing = {"AggregatedStatus": CRITICAL, "Service": None, "Checks": None}
+        return _health_answer(req, f"ServiceId {service_id} not found", missing, 404)
     status, info = found
     return _health_answer(req, status, info, _STATUS_CODES[status])
 
@@ -243,10 +243,7 @@ def _health_by_name(req: Request, ctx: Context) -> Result:
         if not worst or _SEVERITY[status] > _SEVERITY[worst]:
             worst = status
     if not results:
-        reason = f"ServiceName {name} Not Found"
-        if _wants_text(req):
-            return Result(raw=reason.encode(), status=404, content_type="text/plain")
-        return Result([], status=404)
+        return _health_answer(req, f"ServiceName {name} Not Found", [], 404)
     return _health_answer(req, worst, results, _STATUS_CODES[worst])
 
 

@@ -9,6 +9,8 @@ unknown session would.
 
 from __future__ import annotations
 
+from urllib.parse import urlencode
+
 from .endpoint import Context, Endpoint, Route, check_datacenter, topics
 from .render import render_kv
 from .state import TOPIC_KV
@@ -23,9 +25,16 @@ def _uint(req: Request, name: str) -> int | None:
     raw = req.param(name)
     if raw is None:
         return None
-    if not raw.isdigit():
+    if not raw.isdigit() or int(raw) >= 2**64:
         raise HTTPError(500, f'strconv.ParseUint: parsing "{raw}": invalid syntax')
     return int(raw)
+
+
+def _conflicting(req: Request, *flags: str) -> None:
+    """Consul's ``conflictingFlags``: 400 naming the whole (sorted) query string."""
+    if sum(req.has(f) for f in flags) > 1:
+        pairs = sorted((k, v) for k, values in req.query.items() for v in values)
+        raise HTTPError(400, f"Conflicting flags: {urlencode(pairs)}\n")
 
 
 def _get(req: Request, ctx: Context) -> Result:
@@ -33,9 +42,11 @@ def _get(req: Request, ctx: Context) -> Result:
     kv = ctx.state.kv
     key = req.tail
     if req.has("keys"):
-        found = kv.keys(key, req.param("separator"))
+        # The docs' historic misspelling "seperator" is still accepted.
+        separator = req.param("separator") or req.param("seperator")
+        found = kv.keys(key, separator)
         index = kv.index_for_prefix(key)
-        if not found:
+        if not found and key:
             return Result(None, index, status=404, empty_body=True)
         return Result(found, index)
     if req.has("recurse"):
@@ -51,11 +62,12 @@ def _get(req: Request, ctx: Context) -> Result:
     if entry is None:
         return Result(None, index, status=404, empty_body=True)
     if req.has("raw"):
+        # Consul's XSS hardening for raw values: fixed type, no sniffing, sandboxed.
         return Result(
             raw=entry.value or b"",
             index=index,
-            content_type="text/plain; charset=utf-8",
-            headers={"X-Content-Type-Options": "nosniff"},
+            content_type="text/plain",
+            headers={"X-Content-Type-Options": "nosniff", "Content-Security-Policy": "sandbox"},
         )
     return Result([render_kv(entry)], index)
 
@@ -65,22 +77,21 @@ def _put(req: Request, ctx: Context) -> Result:
     key = req.tail
     if not key:
         raise HTTPError(400, "Missing key name")
-    if req.has("acquire") and req.has("release"):
-        raise HTTPError(400, "Conflicting flags: acquire&release")
+    _conflicting(req, "cas", "acquire", "release")
+    flags = _uint(req, "flags") or 0
+    cas = _uint(req, "cas")
+    session = req.param("acquire") if req.has("acquire") else req.param("release")
     if len(req.body) > MAX_VALUE_SIZE:
         raise HTTPError(
             413,
             f"Request body({len(req.body)} bytes) too large, max size: {MAX_VALUE_SIZE} bytes. "
             "See https://developer.hashicorp.com/docs/agent/config/config-files#kv_max_value_size.",
         )
-    flags = _uint(req, "flags") or 0
-    cas = _uint(req, "cas")
-    session = req.param("acquire") or req.param("release")
     if session is not None:
         raise HTTPError(500, f'Invalid session "{session}"')
     st = ctx.state
     with st.write() as tx:
-        ok = st.kv.put(req.tail, req.body, flags=flags, cas=cas, alloc=lambda: tx.index)
+        ok = st.kv.put(key, req.body, flags=flags, cas=cas, alloc=lambda: tx.index)
         if ok:
             tx.tables.add(TOPIC_KV)
     return Result(ok)
@@ -88,9 +99,8 @@ def _put(req: Request, ctx: Context) -> Result:
 
 def _delete(req: Request, ctx: Context) -> Result:
     check_datacenter(req, ctx)
+    _conflicting(req, "recurse", "cas")
     recurse = req.has("recurse")
-    if recurse and req.has("cas"):
-        raise HTTPError(400, "Conflicting flags: recurse&cas")
     if not req.tail and not recurse:
         raise HTTPError(400, "Missing key name")
     cas = _uint(req, "cas")
