@@ -72,7 +72,9 @@ class Attempt:
         klass = self.klass
         failed = klass is not None and klass.failure
         state = self.state
-        state.metric.finish(now, now - self.started, failed=failed)
+        rtt = now - self.started
+        state.metric.finish(now, rtt, failed=failed)
+        state.stats.record(now, rtt, failed=failed)
         if state.health is not None and klass is not None:
             state.health.record(now, failure=failed, probe=self.probe)
         if self.after is not None:

@@ -24,6 +24,7 @@ from typing import Protocol
 
 from meshlib.endpoint import Endpoint
 from meshlib.load import LeastLoaded, LoadMetric, PeakEwma
+from meshlib.stats import EndpointStats
 
 __all__ = [
     "BALANCERS",
@@ -55,13 +56,20 @@ class Health(Protocol):
 class EndpointState:
     """An endpoint with the state that must survive discovery updates: its load and health."""
 
-    __slots__ = ("address", "endpoint", "health", "metric")
+    __slots__ = ("address", "endpoint", "health", "metric", "stats")
 
-    def __init__(self, endpoint: Endpoint, metric: LoadMetric, health: Health | None = None):
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        metric: LoadMetric,
+        health: Health | None = None,
+        stats: EndpointStats | None = None,
+    ):
         self.endpoint = endpoint
         self.address = endpoint.address
         self.metric = metric
         self.health = health
+        self.stats = stats if stats is not None else EndpointStats()
 
     def available(self, now: float) -> bool:
         """Usable now, without side effects (for counting live endpoints)."""

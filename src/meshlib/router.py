@@ -19,6 +19,7 @@ from meshlib.balancer import Balancer, EndpointSet, EndpointState
 from meshlib.clock import Clock
 from meshlib.discovery.base import Discovery, Resolution, Target
 from meshlib.errors import NoEndpointsAvailable
+from meshlib.stats import EndpointStats
 
 __all__ = ["Router", "ServiceState"]
 
@@ -109,7 +110,8 @@ class Router:
                 # A changed weight or tag set makes a new state but keeps what was learned.
                 metric = st.metric if st is not None else self.balancer.new_metric(now)
                 health = st.health if st is not None else EndpointHealth(group, endpoint.address)
-                st = EndpointState(endpoint, metric, health)
+                stats = st.stats if st is not None else EndpointStats(now)
+                st = EndpointState(endpoint, metric, health, stats)
             kept[endpoint.address] = st
         self._endpoints[target] = kept
         group.members = [st.health for st in kept.values() if isinstance(st.health, EndpointHealth)]

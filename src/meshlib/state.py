@@ -32,6 +32,12 @@ def _endpoint(st: Any, now: float) -> dict[str, Any]:
     }
     if isinstance(metric, PeakEwma):
         out["ewma_ms"] = round(metric.cost(now) * 1000.0, 3)
+    stats = st.stats
+    out["requests"] = stats.requests
+    out["failures"] = stats.failures
+    for q in (50, 99):
+        value = stats.percentile(now, q)
+        out[f"p{q}_ms"] = None if value is None else round(value * 1000.0, 3)
     health = st.health
     if isinstance(health, EndpointHealth):
         rate, total = health.success_rate()

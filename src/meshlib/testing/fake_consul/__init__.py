@@ -5,6 +5,22 @@ KV endpoints the way a Consul agent in dev mode does (shapes, status codes, erro
 queries, indexes, ACL refusals), plus a Python API to arrange state and inject faults. Run it as
 ``with FakeConsul() as consul:``, via the ``fake_consul`` pytest fixture, or as a process with
 ``python -m meshlib.testing.fake_consul --port 8500``.
+
+Where it knowingly differs from a real agent (each choice keeps tests deterministic or follows
+the OSS edition):
+
+* Checks other than TTL (HTTP, TCP, script, gRPC, ...) are stored but never executed: they keep
+  their registered status (``critical`` unless ``Status`` was given) until a test sets one.
+* The catalog is updated synchronously (no anti-entropy delay), and output-only check updates
+  are visible at once (a real agent may defer them by ``check_update_interval``).
+* JSON is compact unless ``?pretty`` (a real ``-dev`` agent pretty-prints everything).
+* OSS only: no ``Namespace``/``Partition`` fields; ``?ns=``/``?partition=`` other than
+  ``default`` answer 400. One datacenter: any other ``?dc=`` answers 500 ``No path to
+  datacenter``. No peering (``?peer=`` yields ``[]``), ``?near`` keeps the normal order.
+* Not implemented: sessions (``?acquire``/``?release`` fail like an unknown session), ``/v1/txn``,
+  ``/v1/session``, ``/v1/event``, ``/v1/acl``, ``/v1/query``, Connect CA and ``sidecar_service``
+  expansion, gzip, ``?cached`` headers, DNS.
+* ACLs are a token-to-``read``/``write`` map rather than policies and rules.
 """
 
 from __future__ import annotations

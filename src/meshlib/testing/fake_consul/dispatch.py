@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from .durations import parse_go_duration
 from .endpoint import NO_ACL_EMPTY, Context, Endpoint, Router
 from .http11 import HttpConnection
-from .state import TOPIC_ALL, TOPIC_TTL, StateError
+from .state import TOPIC_ALL, TOPIC_RUNNABLE, TOPIC_TTL, StateError
 from .wire import HTTPError, Request, Response, Result, encode_json, text_response
 
 __all__ = [
@@ -147,6 +147,7 @@ class Dispatcher:
         self.requests: deque[RecordedRequest] = deque(maxlen=10_000)
         self.active_blocking = 0
         self.on_ttl_change: Callable[[], None] | None = None
+        self.on_runnable_change: Callable[[], None] | None = None
         self._waiters: dict[str, set[asyncio.Future[None]]] = {}
         self._all_waiters: set[asyncio.Future[None]] = set()
 
@@ -163,6 +164,8 @@ class Dispatcher:
                 fut.set_result(None)
         if TOPIC_TTL in topics and self.on_ttl_change is not None:
             self.on_ttl_change()
+        if TOPIC_RUNNABLE in topics and self.on_runnable_change is not None:
+            self.on_runnable_change()
 
     async def _park(self, topics: frozenset[str], limit: float, conn: HttpConnection) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()

@@ -202,6 +202,7 @@ class CheckRec:
     ttl_deadline: float | None = None
     ttl_generation: int = 0
     critical_since: float | None = None
+    runnable: bool = False
 
     @property
     def ttl(self) -> float | None:

@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_NODE_MAINT_REASON",
     "DEFAULT_SERVICE_MAINT_REASON",
     "NODE_MAINT_CHECK_ID",
+    "RUNNABLE_TYPES",
     "SERVICE_MAINT_PREFIX",
     "AgentIdentity",
     "CatalogRegistration",
@@ -52,6 +53,8 @@ DEFAULT_NODE_MAINT_REASON = (
     "This is a default message."
 )
 _SERF_CHECK_ID = "serfHealth"
+# The check kinds FakeConsul's agent actually executes (see runner.py).
+RUNNABLE_TYPES = frozenset({"http", "tcp"})
 _CONSUL_SERVICE_ID = "consul"
 
 
@@ -171,6 +174,7 @@ class Registry:
                     service_name=defn.name,
                     type=cdef.check_type(),
                     definition=cdef,
+                    runnable=cdef.check_type() in RUNNABLE_TYPES,
                 )
             )
         return checks
@@ -240,6 +244,7 @@ class Registry:
             service_name=svc.name if svc is not None else "",
             type=defn.check_type(),
             definition=defn,
+            runnable=defn.check_type() in RUNNABLE_TYPES,
         )
         with self.state.write() as tx:
             self._upsert_check(tx, check, keep_status=False)

@@ -28,6 +28,7 @@ __all__ = [
     "TOPIC_KV",
     "TOPIC_NODES",
     "TOPIC_SERVICES",
+    "TOPIC_RUNNABLE",
     "TOPIC_TTL",
     "State",
     "StateError",
@@ -40,6 +41,8 @@ TOPIC_SERVICES = "services"
 TOPIC_CHECKS = "checks"
 TOPIC_KV = "kv"
 TOPIC_TTL = "ttl"
+# Emitted when a check the agent executes (HTTP/TCP) appears, changes or goes away.
+TOPIC_RUNNABLE = "runnable"
 TOPIC_ALL = "*"
 # Consul's reaper never deregisters sooner than this, whatever the check asked for.
 _MIN_DEREGISTER_AFTER = 60.0
@@ -286,6 +289,8 @@ class State:
             self._reapable.add((check.node, check.check_id))
         if check.ttl:
             self.arm_ttl(tx, check)
+        if check.runnable or (old is not None and old.runnable):
+            tx.topics.add(TOPIC_RUNNABLE)
         self._touch_check(tx, check)
 
     def _unindex_check(self, check: CheckRec) -> None:
@@ -305,6 +310,8 @@ class State:
             return False
         self._unindex_check(check)
         tx.touch()
+        if check.runnable:
+            tx.topics.add(TOPIC_RUNNABLE)
         self._touch_check(tx, check)
         return True
 
