@@ -53,9 +53,16 @@ def assert_fields(actual: dict[str, Any], expected: dict[str, Any], skip: set[st
 
 @pytest.fixture
 def foobar() -> Iterator[FakeConsul]:
-    """An agent named like the docs' node, so Node fields compare as-is."""
+    """An agent named like the docs' node, so Node fields compare as-is.
+
+    Checks are not run: the docs' samples point HTTP checks at example.com, and tests stay on
+    127.0.0.1.
+    """
     with FakeConsul(
-        node_name="foobar", node_address="10.1.10.12", node_meta={"instance_type": "t2.medium"}
+        node_name="foobar",
+        node_address="10.1.10.12",
+        node_meta={"instance_type": "t2.medium"},
+        run_checks=False,
     ) as consul:
         yield consul
 

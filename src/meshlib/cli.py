@@ -73,7 +73,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "demo":
-            opts = DemoOptions(duration=args.duration, rate=args.rate, seed=args.seed)
+            opts = DemoOptions(
+                duration=args.duration, rate=args.rate, seed=args.seed, consul=args.consul
+            )
             return run_demo(opts)
         if args.command == "resolve":
             return _cmd_resolve(args.service)

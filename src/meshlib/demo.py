@@ -22,6 +22,7 @@ import httpx
 
 from meshlib.client import AsyncMeshClient
 from meshlib.config import MeshConfig
+from meshlib.demo_consul import run_consul_act
 from meshlib.demo_resilience import run_resilience_act
 from meshlib.discovery.static import StaticDiscovery
 from meshlib.loadgen import LoadResult, run_open_loop
@@ -36,6 +37,7 @@ class DemoOptions(argparse.Namespace):
     duration: float = 6.0
     rate: float = 200.0
     seed: int = 7
+    consul: bool = False
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,13 +49,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--rate", type=float, default=200.0, help="requests per second, open loop (default 200)"
     )
     parser.add_argument("--seed", type=int, default=7, help="seed for the upstreams' randomness")
+    parser.add_argument(
+        "--consul",
+        action="store_true",
+        help="discover the upstreams through an embedded FakeConsul (registry changes, outage)",
+    )
 
 
-def _behaviours(seed: int) -> list[UpstreamBehaviour]:
+def _behaviours(seed: int, *, slow_gamma: bool = True) -> list[UpstreamBehaviour]:
+    slow = {"slow_fraction": 0.2, "slow_extra": 0.050} if slow_gamma else {}
     return [
         UpstreamBehaviour(name="alpha", seed=seed),
         UpstreamBehaviour(name="beta", seed=seed + 1),
-        UpstreamBehaviour(name="gamma", slow_fraction=0.2, slow_extra=0.050, seed=seed + 2),
+        UpstreamBehaviour(name="gamma", seed=seed + 2, **slow),  # type: ignore[arg-type]
     ]
 
 
@@ -87,6 +95,17 @@ def _report(out: TextIO, title: str, result: LoadResult) -> None:
 
 
 async def _main(opts: DemoOptions, out: TextIO) -> int:
+    if opts.consul:
+        out.write(
+            "meshlib demo --consul: three upstreams on 127.0.0.1, discovered through Consul.\n"
+        )
+        upstreams = [spawn_upstream(b) for b in _behaviours(opts.seed, slow_gamma=False)]
+        try:
+            result = await run_consul_act(upstreams, _NAMES, out, rate=opts.rate)
+        finally:
+            for u in upstreams:
+                u.stop()
+        return 0 if result.sent else 1
     out.write(
         "meshlib demo: three upstreams on 127.0.0.1 (gamma answers 20% of requests 50 ms late),\n"
         f"open-loop traffic at {opts.rate:.0f} req/s for {opts.duration:.0f} s per balancer.\n"

@@ -198,7 +198,9 @@ class ConsulDiscovery(Discovery):
 
     def _spawn(self, w: _Watch) -> None:
         if self._consul is None:
-            timeout = self.options.wait * 17 / 16 + 10.0
+            # Consul answers a blocking query within wait + wait/16 (its jitter); past that
+            # plus a margin, the agent is not answering and the watch must say so.
+            timeout = self.options.wait * 17 / 16 + 2.0
             self._consul = async_consul(self.settings, timeout=timeout, stale=self.options.stale)
         w.task = asyncio.get_running_loop().create_task(self._watch(w))
 

@@ -9,8 +9,9 @@ queries, indexes, ACL refusals), plus a Python API to arrange state and inject f
 Where it knowingly differs from a real agent (each choice keeps tests deterministic or follows
 the OSS edition):
 
-* Checks other than TTL (HTTP, TCP, script, gRPC, ...) are stored but never executed: they keep
-  their registered status (``critical`` unless ``Status`` was given) until a test sets one.
+* HTTP and TCP checks run (first probe at once, then every ``Interval``); script, Docker, gRPC,
+  H2PING, UDP and OS-service checks are stored but never executed: they keep their registered
+  status (``critical`` unless ``Status`` was given) until a test sets one.
 * The catalog is updated synchronously (no anti-entropy delay), and output-only check updates
   are visible at once (a real agent may defer them by ``check_update_interval``).
 * JSON is compact unless ``?pretty`` (a real ``-dev`` agent pretty-prints everything).

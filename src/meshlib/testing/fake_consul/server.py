@@ -26,6 +26,7 @@ from .dispatch import Dispatcher, Faults, RecordedRequest
 from .endpoint import Context, Router
 from .http11 import HttpConnection
 from .registry import AgentIdentity, Registry
+from .runner import CheckRunner
 from .state import State
 
 __all__ = ["FakeConsul", "SupportsNow"]
@@ -58,7 +59,8 @@ class FakeConsul(StateAPI):
     with the default real clock a background timer expires checks on time; with an injected
     clock expiry happens on ``tick()`` and before each request, so tests never sleep. ``rng``
     supplies the blocking-query jitter. ``acl_tokens`` maps tokens to ``"read"`` or ``"write"``
-    and turns ACLs on, as does ``default_acl_policy="deny"``.
+    and turns ACLs on, as does ``default_acl_policy="deny"``. ``run_checks`` lets the agent
+    execute its HTTP and TCP checks (see ``runner``); turn it off to drive every status by hand.
     """
 
     def __init__(
@@ -74,6 +76,7 @@ class FakeConsul(StateAPI):
         node_meta: Mapping[str, str] | None = None,
         rng: random.Random | None = None,
         consul_version: str = "1.20.0",
+        run_checks: bool = True,
     ) -> None:
         if default_acl_policy not in ("allow", "deny"):
             raise ValueError(
@@ -120,6 +123,8 @@ class FakeConsul(StateAPI):
         self._server: asyncio.Server | None = None
         self._connections: set[HttpConnection] = set()
         self._ttl_task: asyncio.Task[None] | None = None
+        self._runner: CheckRunner | None = None
+        self._run_checks = run_checks
         self._ttl_event: asyncio.Event | None = None
 
     # ------------------------------------------------------------------ lifecycle
@@ -141,6 +146,8 @@ class FakeConsul(StateAPI):
                 self._call(self._listen(self._requested_port))
                 if self._real_clock:
                     self._call(self._start_ttl_timer())
+                if self._run_checks:
+                    self._call(self._start_runner())
             except BaseException:
                 self._close_loop()
                 raise
@@ -209,6 +216,11 @@ class FakeConsul(StateAPI):
         self._dispatcher.on_ttl_change = self._ttl_event.set
         self._ttl_task = asyncio.get_running_loop().create_task(self._ttl_timer())
 
+    async def _start_runner(self) -> None:
+        self._runner = CheckRunner(self._state, self.node_name)
+        self._dispatcher.on_runnable_change = self._runner.sync
+        self._runner.sync()
+
     async def _ttl_timer(self) -> None:
         """Expire TTLs on time with the real clock; re-armed whenever a deadline moves."""
         assert self._ttl_event is not None
@@ -221,6 +233,10 @@ class FakeConsul(StateAPI):
                 await asyncio.wait_for(self._ttl_event.wait(), delay)
 
     async def _shutdown(self) -> None:
+        if self._runner is not None:
+            self._dispatcher.on_runnable_change = None
+            self._runner.stop()
+            self._runner = None
         await self._unlisten()
         current = asyncio.current_task()
         tasks = [t for t in asyncio.all_tasks() if t is not current]
