@@ -38,7 +38,7 @@ _SCRIPT = {
     4: "gamma enters maintenance",
     6: "gamma leaves maintenance",
     7: "Consul freezes (SIGSTOP): no answers",
-    11: "Consul thaws (SIGCONT)",
+    12: "Consul thaws (SIGCONT)",
 }
 
 
@@ -76,7 +76,7 @@ async def run_consul_act(
     out: TextIO,
     *,
     rate: float,
-    duration: float = 14.0,
+    duration: float = 15.0,
 ) -> LoadResult:
     """Drive traffic through Consul discovery while the registry changes under it."""
     proc, addr = _start_consul()
@@ -125,7 +125,7 @@ async def run_consul_act(
                     await agent.agent.service.maintenance("gamma", "false")
                 elif second == 7:
                     os.kill(proc.pid, signal.SIGSTOP)
-                elif second == 11:
+                elif second == 12:
                     os.kill(proc.pid, signal.SIGCONT)
                 svc = client.mesh_state()["services"].get("demo", {})
                 view = f"{len(svc.get('endpoints', ()))} endpoint(s)" + (
