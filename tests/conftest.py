@@ -1,8 +1,21 @@
-"""Shared fixtures: real upstream servers on 127.0.0.1, started and stopped per test."""
+"""Shared fixtures: real upstream servers on 127.0.0.1, and a fresh OpenTelemetry SDK per test.
+
+The OpenTelemetry API lets a process set its providers once; tests need a clean in-memory SDK
+each, and tests without any SDK too, so the telemetry fixtures reset the API's globals around
+each use.
+"""
 
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from opentelemetry import metrics, propagate, trace
+from opentelemetry.metrics import _internal as metrics_internal
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.util._once import Once
 
 from meshlib.upstream import Upstream, UpstreamBehaviour, UpstreamThread
 
@@ -31,3 +44,49 @@ def upstream_threads() -> Iterator[list[UpstreamThread]]:
     finally:
         for s in servers:
             s.stop()
+
+
+def _reset_trace() -> None:
+    trace._TRACER_PROVIDER_SET_ONCE = Once()
+    trace._TRACER_PROVIDER = None
+
+
+def _reset_metrics() -> None:
+    metrics_internal._METER_PROVIDER_SET_ONCE = Once()
+    metrics_internal._METER_PROVIDER = None
+
+
+@pytest.fixture
+def spans() -> Iterator[InMemorySpanExporter]:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    _reset_trace()
+    trace.set_tracer_provider(provider)
+    try:
+        yield exporter
+    finally:
+        provider.shutdown()
+        _reset_trace()
+
+
+@pytest.fixture
+def metric_reader() -> Iterator[InMemoryMetricReader]:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    _reset_metrics()
+    metrics.set_meter_provider(provider)
+    try:
+        yield reader
+    finally:
+        provider.shutdown()
+        _reset_metrics()
+
+
+@pytest.fixture
+def restore_propagator() -> Iterator[None]:
+    saved = propagate.get_global_textmap()
+    try:
+        yield
+    finally:
+        propagate.set_global_textmap(saved)

@@ -44,7 +44,19 @@ def endpoint_url(url: httpx.URL, host: str, port: int) -> httpx.URL:
 class Attempt:
     """The in-flight record of one attempt on one endpoint."""
 
-    __slots__ = ("_clock", "_done", "after", "klass", "number", "probe", "started", "state")
+    __slots__ = (
+        "_clock",
+        "_done",
+        "after",
+        "error",
+        "klass",
+        "number",
+        "observer",
+        "probe",
+        "started",
+        "state",
+        "status",
+    )
 
     def __init__(self, state: EndpointState, clock: Clock, number: int = 0) -> None:
         self.state = state
@@ -54,6 +66,10 @@ class Attempt:
         self.klass: ResponseClass | None = None
         self.after: Callable[[], None] | None = None
         """Runs once when the attempt ends (the call's concurrency slot is released here)."""
+        self.observer: Callable[[Attempt, float | None], None] | None = None
+        """Telemetry hook: called once at the end with the round-trip time (None if cancelled)."""
+        self.status: int | None = None
+        self.error: str | None = None
         health = state.health
         # The balancer's admit() just claimed the probe if the endpoint is probing.
         self.probe = health is not None and getattr(health, "state", "alive") == "probing"
@@ -77,6 +93,8 @@ class Attempt:
         state.stats.record(now, rtt, failed=failed)
         if state.health is not None and klass is not None:
             state.health.record(now, failure=failed, probe=self.probe)
+        if self.observer is not None:
+            self.observer(self, rtt)
         if self.after is not None:
             self.after()
 
@@ -93,6 +111,8 @@ class Attempt:
         self.state.metric.cancel()
         if self.probe and self.state.health is not None:
             self.state.health.release()
+        if self.observer is not None:
+            self.observer(self, None)
         if self.after is not None:
             self.after()
 

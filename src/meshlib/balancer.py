@@ -236,8 +236,9 @@ class RoundRobin:
         schedule = self._schedule(eps)
 
         def draw() -> EndpointState:
+            chosen = states[schedule[self._next % len(schedule)]]
             self._next += 1
-            return states[schedule[self._next % len(schedule)]]
+            return chosen
 
         for _ in range(min(len(schedule), MAX_EFFORT * 2)):
             chosen = draw()

@@ -73,7 +73,9 @@ class Call:
         "budget_exhausted",
         "history",
         "last",
+        "last_in_panic",
         "policy",
+        "reason",
         "replayable",
         "request",
         "requeues",
@@ -138,6 +140,8 @@ class Call:
         self._requeue_cap = -1
         self.budget_exhausted = False
         self.last: Attempt | None = None
+        self.last_in_panic = False
+        self.reason = "retry"
         self.history: list[str] = []
 
     def _deadline_from(self, policy: CallPolicy | None, now: float) -> float | None:
@@ -181,6 +185,8 @@ class Call:
         attempt = Attempt(state, self._clock, self.attempts)
         self.attempts += 1
         self.last = attempt
+        # A dead endpoint that is not being probed was picked in panic mode.
+        self.last_in_panic = not attempt.probe and not state.available(self._clock.now())
         request = self.request
         if remaining is not None or self._per_try is not None:
             request.extensions["timeout"] = self._timeouts(remaining)
@@ -213,7 +219,9 @@ class Call:
             if not self._requeue_allowed():
                 return None
             self.requeues += 1
+            self.reason = "requeue"
             return 0.0
+        self.reason = "retry"
         if not (klass.retryable and self._can_retry()):
             return None
         return self._retry_delay(None, attempt)
@@ -223,6 +231,7 @@ class Call:
     ) -> float | None:
         """Classify a response; return the delay before a retry, or None to return it."""
         attempt.klass = klass = classify(self.request, response, None)
+        self.reason = "retry"
         retry_after = None
         if klass.overloaded or response.status_code == 503:
             retry_after = parse_retry_after(response.headers.get("retry-after"))

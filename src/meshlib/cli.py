@@ -1,36 +1,84 @@
 """The command line: ``python -m meshlib <command>`` (also installed as ``meshlib``).
 
 Commands: ``demo`` (the main job), ``resolve <service>`` (what the current environment resolves
-a service to) and ``config`` (the effective configuration and where each value came from). Bad
-input exits non-zero with a one-line message, never a traceback.
+a service to), ``config`` (the effective configuration and where each value came from, secrets
+masked), ``check`` (is the environment valid and is Consul reachable) and ``status <admin-url>``
+(a running process's mesh state, read from its admin endpoint). Bad input exits non-zero with a
+one-line message, never a traceback. The command line reads no environment variable itself:
+everything goes through ``MeshConfig.from_env()``. Documented in docs/cli.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
+import json
+import re
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, NoReturn
+
+import httpx
+import tenacity
 
 from meshlib.addressing import Addressing
 from meshlib.client import discovery_from_config
 from meshlib.config import MeshConfig
 from meshlib.demo import DemoOptions, add_arguments, run_demo
+from meshlib.discovery.static import StaticDiscovery
+from meshlib.endpoint import Endpoint
 from meshlib.errors import ConfigError
 
 __all__ = ["main"]
 
+# Which variables feed each MeshConfig field (for the "config" listing).
+_VARIABLES = {
+    "discovery": "MESH_DISCOVERY",
+    "retry": "MESH_MAX_ATTEMPTS, MESH_RETRY_*",
+    "budget": "MESH_RETRY_BUDGET_*",
+    "accrual": "MESH_ACCRUAL_*",
+    "limits": "MESH_RATE_LIMIT, MESH_MAX_IN_FLIGHT",
+    "consul": "CONSUL_*",
+    "consul_options": "MESH_CONSUL_*, MESH_DISCOVERY_*",
+    "registration": "MESH_SERVICE_*",
+}
+# Fields kept out of MeshConfig's repr hold secrets (MESH_ADMIN_TOKEN): shown only as set or not.
+_SECRET_FIELDS = frozenset(f.name for f in dataclasses.fields(MeshConfig) if not f.repr)
+_URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (and the exit code 2), not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see '{self.prog} --help')\n")
+
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="meshlib", description="meshlib: a service mesh as a Python library."
-    )
+    parser = _Parser(prog="meshlib", description="meshlib: a service mesh as a Python library.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     demo = sub.add_parser("demo", help="start three local upstreams and show the mesh balancing")
     add_arguments(demo)
     resolve = sub.add_parser("resolve", help="show the endpoints a service resolves to")
     resolve.add_argument("service", help="a mesh service name, e.g. users")
     sub.add_parser("config", help="show the effective configuration and its sources")
+    check = sub.add_parser(
+        "check", help="validate the environment and reach Consul when it is used"
+    )
+    check.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for Consul (default 5)"
+    )
+    status = sub.add_parser("status", help="show a running process's mesh state (admin endpoint)")
+    status.add_argument(
+        "url", help="the admin endpoint, e.g. http://127.0.0.1:9990 or :9990 (MESH_ADMIN_ADDR)"
+    )
+    status.add_argument(
+        "--token", help="bearer token for the admin endpoint (default: MESH_ADMIN_TOKEN)"
+    )
+    status.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)"
+    )
+    status.add_argument("--json", action="store_true", help="print the raw JSON state")
     return parser
 
 
@@ -56,21 +104,219 @@ def _cmd_resolve(service: str) -> int:
     return 0
 
 
+def _same(a: object, b: object) -> bool:
+    """Equal by value, also for policy objects without ``__eq__`` (tenacity's wait)."""
+    if dataclasses.is_dataclass(a) and type(a) is type(b):
+        return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+    if type(a) is type(b) and hasattr(a, "__dict__") and not isinstance(a, type):
+        return _same(vars(a), vars(b))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return a == b
+
+
+def _show(value: object) -> str:
+    """A value for the listing: compact, and never a field declared ``repr=False`` (secrets)."""
+    if value is None:
+        return "-"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        if isinstance(value, Endpoint):
+            return value.address
+        shown = [
+            f"{f.name}={_show(getattr(value, f.name))}" for f in dataclasses.fields(value) if f.repr
+        ]
+        return " ".join(shown)
+    if isinstance(value, Mapping):
+        return "; ".join(f"{k}={_show(v)}" for k, v in value.items()) or "-"
+    if isinstance(value, tuple | list):
+        return ",".join(_show(v) for v in value) or "-"
+    if isinstance(value, frozenset | set):
+        return ",".join(sorted(map(str, value)))
+    if isinstance(value, tenacity.wait_exponential):
+        return f"exponential({value.multiplier:g}s..{value.max:g}s)"
+    return _URL_CREDENTIALS.sub(r"\1<redacted>@", str(value))
+
+
 def _cmd_config() -> int:
     config = MeshConfig.from_env()
-    env_names = {f.name: f"MESH_{f.name.upper()}" for f in config.__dataclass_fields__.values()}
+    default = MeshConfig()
+    uses_consul = config.discovery == "consul" or config.registration is not None
+    print("meshlib configuration (secrets masked; source: default, or set by the environment)")
     for name, value in config.items():
-        var = env_names[name]
-        source = "environment" if var in os.environ else "default"
-        if name == "static_endpoints":
-            value = {k: [e.address for e in v] for k, v in dict(value).items()}  # type: ignore[call-overload]
-        print(f"{var:<28} {value!s:<40} ({source})")
+        var = _VARIABLES.get(name) or (
+            name.upper() if name.startswith("otel_") else f"MESH_{name.upper()}"
+        )
+        source = "default" if _same(value, getattr(default, name)) else "environment"
+        if name in _SECRET_FIELDS:
+            shown = "<set>" if value else "-"
+        elif name == "consul":
+            shown = config.consul.address if uses_consul else "(not used: discovery is static)"
+        else:
+            shown = _show(value)
+        print(f"  {var:<36} {shown:<40} ({source})")
+    if uses_consul:
+        print("Consul (CONSUL_*):")
+        for key, value in config.consul.describe().items():
+            print(f"  {key:<36} {_show(value)}")
+    return 0
+
+
+def _check_consul(config: MeshConfig, timeout: float) -> tuple[bool, str]:
+    from meshlib.discovery.consul_http import sync_consul  # only when Consul is in use
+
+    where = config.consul.address
+    try:
+        consul = sync_consul(config.consul, timeout=timeout)
+    except Exception as exc:
+        return False, f"consul: cannot set up a client for {where}: {type(exc).__name__}: {exc}"
+    try:
+        leader = consul.status.leader()
+    except Exception as exc:
+        return False, f"consul: {where} did not answer /v1/status/leader: {_reason(exc)}"
+    finally:
+        consul.http.close()
+    if not leader:
+        return False, f"consul: {where} answers but has no leader elected"
+    return True, f"consul: {where} answers, leader {leader}"
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip() or "no detail"
+    return f"{type(exc).__name__}: {text}"
+
+
+def _cmd_check(timeout: float) -> int:
+    lines: list[tuple[bool, str]] = []
+    try:
+        config = MeshConfig.from_env()
+    except ConfigError as exc:
+        print(f"FAIL  configuration: {exc}")
+        return 1
+    lines.append((True, f"configuration: valid (discovery {config.discovery})"))
+    if config.discovery == "static":
+        try:
+            discovery = discovery_from_config(config)
+        except ConfigError as exc:
+            lines.append((False, f"static discovery: {exc}"))
+        else:
+            assert isinstance(discovery, StaticDiscovery)
+            names = sorted(discovery.services())
+            listed = (
+                f"{len(names)} service(s): {', '.join(names)}"
+                if names
+                else "no service declared (MESH_STATIC_ENDPOINTS or MESH_STATIC_FILE)"
+            )
+            lines.append((True, f"{discovery.describe()}: {listed}"))
+    if config.admin_addr:
+        from meshlib.admin import parse_admin_addr
+
+        try:
+            parse_admin_addr(config.admin_addr, config.admin_token)
+        except ConfigError as exc:
+            lines.append((False, f"admin: {exc}"))
+        else:
+            token = "token required" if config.admin_token else "no token (loopback only)"
+            lines.append((True, f"admin: MESH_ADMIN_ADDR={config.admin_addr}, {token}"))
+    if config.discovery == "consul" or config.registration is not None:
+        lines.append(_check_consul(config, timeout))
+    for ok, text in lines:
+        print(f"{'OK  ' if ok else 'FAIL'}  {text}")
+    return 0 if all(ok for ok, _ in lines) else 1
+
+
+def _admin_url(url: str) -> str:
+    text = url.strip().rstrip("/")
+    if "://" not in text:
+        text = "http://" + ("127.0.0.1" + text if text.startswith(":") else text)
+    return text
+
+
+def _fmt(value: Any, digits: int = 2, suffix: str = "") -> str:
+    if value is None or isinstance(value, bool):
+        return "-"
+    if isinstance(value, int | float):
+        return f"{value:.{digits}f}{suffix}"
+    return str(value)
+
+
+def _print_status(state: Mapping[str, Any]) -> None:
+    services: Mapping[str, Any] = state.get("services") or {}
+    if not services:
+        print("no services yet: a service is listed after the mesh has sent it a request")
+        return
+    cols = ("SERVICE", "ENDPOINT", "STATE", "IN-FLIGHT", "EWMA MS", "P50 MS", "P99 MS")
+    head = f"{cols[0]:<16} {cols[1]:<24} {cols[2]:<8}" + "".join(f" {c:>9}" for c in cols[3:])
+    print(head + f" {'SUCCESS':>8} {'NEXT PROBE':>10}")
+    for name, svc in services.items():
+        for e in svc.get("endpoints") or ():
+            st = e.get("state", "alive")
+            probe = _fmt(e.get("next_probe_in_s"), 1, "s") if st == "dead" else "-"
+            rate = e.get("success_rate")
+            success = "-" if rate is None else f"{rate * 100:.1f}%"
+            print(
+                f"{name:<16} {e.get('address', '?'):<24} {st:<8} {e.get('in_flight', 0):>9}"
+                f" {_fmt(e.get('ewma_ms')):>9} {_fmt(e.get('p50_ms')):>9}"
+                f" {_fmt(e.get('p99_ms')):>9} {success:>8} {probe:>10}"
+            )
+    print()
+    for name, svc in services.items():
+        b = svc.get("budget") or {}
+        budget = (
+            f"budget balance {_fmt(b.get('balance'), 1)} (retries {b.get('retries_in_window')}"
+            f" / calls {b.get('calls_in_window')} in window, exhausted {b.get('exhausted')})"
+            if b
+            else "budget -"
+        )
+        fresh = f"STALE for {_fmt(svc.get('staleness_s'), 1)}s" if svc.get("stale") else "fresh"
+        panic = "  PANIC (over half the endpoints ejected)" if svc.get("panic") else ""
+        print(f"{name}: {budget}; discovery {fresh} ({svc.get('source')}){panic}")
+
+
+def _cmd_status(url: str, token: str | None, timeout: float, as_json: bool) -> int:
+    base = _admin_url(url)
+    if token is None:
+        token = MeshConfig.from_env().admin_token
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with httpx.Client(timeout=timeout, trust_env=False) as http:
+            r = http.get(f"{base}/mesh/state", headers=headers)
+    except httpx.InvalidURL:
+        print(f"meshlib: {url!r} is not a URL (e.g. http://127.0.0.1:9990)", file=sys.stderr)
+        return 2
+    except httpx.HTTPError as exc:
+        print(
+            f"meshlib: cannot reach the admin endpoint at {base}: {_reason(exc)}", file=sys.stderr
+        )
+        return 1
+    if r.status_code == 401:
+        hint = "the token was refused" if token else "it requires a token"
+        print(
+            f"meshlib: {base} answered 401: {hint} (--token or MESH_ADMIN_TOKEN)", file=sys.stderr
+        )
+        return 1
+    try:
+        r.raise_for_status()
+        state = r.json()
+    except (httpx.HTTPStatusError, ValueError):
+        print(
+            f"meshlib: {base}/mesh/state answered {r.status_code} without a mesh state; "
+            "is this a meshlib admin endpoint?",
+            file=sys.stderr,
+        )
+        return 1
+    if as_json:
+        print(json.dumps(state, indent=2))
+    else:
+        _print_status(state)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit code."""
-    args = _parser().parse_args(argv)
+    """Entry point; returns the exit code (``--help`` 0, bad usage 2, failures 1 or 2)."""
+    try:
+        args = _parser().parse_args(argv)
+    except SystemExit as exc:  # --help, or a usage error already printed as one line
+        return exc.code if isinstance(exc.code, int) else 2
     try:
         if args.command == "demo":
             opts = DemoOptions(
@@ -79,6 +325,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_demo(opts)
         if args.command == "resolve":
             return _cmd_resolve(args.service)
+        if args.command == "check":
+            return _cmd_check(args.timeout)
+        if args.command == "status":
+            return _cmd_status(args.url, args.token, args.timeout, args.json)
         return _cmd_config()
     except ConfigError as exc:
         print(f"meshlib: configuration error: {exc}", file=sys.stderr)

@@ -173,6 +173,11 @@ class AsyncMeshClient(httpx.AsyncClient):
             **http,
         )
         super().__init__(transport=self.mesh, **kwargs)
+        # meshlib instruments its own clients (one INTERNAL span per call, one CLIENT span per
+        # attempt, pass-through requests included). opentelemetry-instrumentation-httpx's
+        # per-client mode would wrap the whole mesh in a second CLIENT span; this is the flag it
+        # checks to leave an already-instrumented client alone.
+        self._is_instrumented_by_opentelemetry = True
 
     def mesh_state(self) -> dict[str, Any]:
         """What the mesh knows now: services, endpoints, breakers, budgets (JSON-ready)."""
@@ -219,6 +224,7 @@ class MeshClient(httpx.Client):
             **http,
         )
         super().__init__(transport=self.mesh, **kwargs)
+        self._is_instrumented_by_opentelemetry = True  # see AsyncMeshClient
 
     def mesh_state(self) -> dict[str, Any]:
         """What the mesh knows now: services, endpoints, breakers, budgets (JSON-ready)."""

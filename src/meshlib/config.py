@@ -101,6 +101,8 @@ class MeshConfig:
     """Latency assumed for a new endpoint (``MESH_EWMA_DEFAULT_RTT``)."""
     passthrough_hosts: tuple[str, ...] = ()
     """Single-label hosts kept out of the mesh (``MESH_PASSTHROUGH_HOSTS``)."""
+    propagate_hosts: tuple[str, ...] = ()
+    """Pass-through hosts that may receive trace context (``MESH_PROPAGATE_HOSTS``)."""
     consul_domain: str = "consul"
     """The DNS domain of Consul-form names (``MESH_CONSUL_DOMAIN``)."""
     engine: str = "fast"
@@ -122,8 +124,16 @@ class MeshConfig:
     """How to reach Consul (``CONSUL_*``, Go client rules)."""
     consul_options: ConsulOptions = field(default_factory=ConsulOptions)
     """How Consul is read (``MESH_CONSUL_*``, ``MESH_DISCOVERY_*``)."""
+    otel_traces_exporter: str = "console"
+    """Exporter ``meshlib.telemetry.configure()`` installs (``OTEL_TRACES_EXPORTER``)."""
+    otel_metrics_exporter: str = "console"
+    """Metric exporter for ``configure()`` (``OTEL_METRICS_EXPORTER``)."""
     registration: ServiceRegistration | None = None
     """This service's own registration (``MESH_SERVICE_*``), if ``MESH_SERVICE_NAME`` is set."""
+    admin_addr: str | None = None
+    """Where ``meshlib.admin`` listens, e.g. ``127.0.0.1:9990`` (``MESH_ADMIN_ADDR``)."""
+    admin_token: str | None = field(default=None, repr=False)
+    """Bearer token the admin endpoint requires (``MESH_ADMIN_TOKEN``); never shown."""
 
     def __post_init__(self) -> None:
         _one_of("MESH_DISCOVERY", self.discovery, _DISCOVERIES)
@@ -156,10 +166,12 @@ class MeshConfig:
         for var, attr in _CHOICES.items():
             if var in env:
                 kw[attr] = env[var].strip().lower()
-        if "MESH_PASSTHROUGH_HOSTS" in env:
-            kw["passthrough_hosts"] = tuple(
-                h.strip().lower() for h in env["MESH_PASSTHROUGH_HOSTS"].split(",") if h.strip()
-            )
+        for var, attr in (
+            ("MESH_PASSTHROUGH_HOSTS", "passthrough_hosts"),
+            ("MESH_PROPAGATE_HOSTS", "propagate_hosts"),
+        ):
+            if var in env:
+                kw[attr] = tuple(h.strip().lower() for h in env[var].split(",") if h.strip())
         if "MESH_CONSUL_DOMAIN" in env:
             kw["consul_domain"] = env["MESH_CONSUL_DOMAIN"].strip().lower() or "consul"
         for var, attr in _OPTIONAL_DURATIONS.items():
@@ -176,8 +188,18 @@ class MeshConfig:
             kw["consul"] = consul_settings_from_env(env, parse_bool)
         if kw["discovery"] == "consul":
             kw["consul_options"] = consul_options_from_env(env, parse_bool, parse_duration)
+        for var, attr in (
+            ("OTEL_TRACES_EXPORTER", "otel_traces_exporter"),
+            ("OTEL_METRICS_EXPORTER", "otel_metrics_exporter"),
+        ):
+            if env.get(var):
+                kw[attr] = env[var].split(",")[0].strip().lower()
         if env.get("MESH_SERVICE_NAME"):
             kw["registration"] = registration_from_env(env, parse_duration)
+        if env.get("MESH_ADMIN_ADDR", "").strip():
+            kw["admin_addr"] = env["MESH_ADMIN_ADDR"].strip()
+        if env.get("MESH_ADMIN_TOKEN", "").strip():
+            kw["admin_token"] = env["MESH_ADMIN_TOKEN"].strip()
         return cls(**kw)
 
     def items(self) -> Iterator[tuple[str, object]]:
@@ -192,6 +214,7 @@ class MeshConfig:
             "ewma_decay": self.ewma_decay,
             "ewma_default_rtt": self.ewma_default_rtt,
             "passthrough_hosts": self.passthrough_hosts,
+            "propagate_hosts": self.propagate_hosts,
             "consul_domain": self.consul_domain,
             "engine": self.engine,
             "retry": self.retry,

@@ -1,4 +1,4 @@
-"""Inbound middleware (ASGI and WSGI) that carries the caller's deadline into outbound calls.
+"""Inbound middleware (ASGI and WSGI): the caller's deadline and trace continue in outbound calls.
 
 Deadline propagation over plain HTTP: meshlib sends each mesh request's remaining time budget in
 ``x-mesh-deadline-ms`` (relative milliseconds, like gRPC's ``grpc-timeout``, so no clock
@@ -7,6 +7,12 @@ context for the request's duration, so every mesh call made while handling the r
 capped by what the original caller is still willing to wait: a retry that cannot finish in the
 time left is not even started. A malformed or absent header changes nothing; a huge value is
 capped (``max_deadline``) so a hostile caller cannot pin work for days.
+
+Trace context: when no server span is active yet (no OpenTelemetry ASGI/WSGI instrumentation
+in front), the middleware extracts ``traceparent``/``tracestate`` and ``baggage`` through the
+global propagator and makes them current for the request, so outbound mesh calls continue the
+caller's trace. When an instrumentation already started a server span, it has extracted the
+context itself and the middleware leaves it alone: no second server span, no double extraction.
 
 ``MeshASGIMiddleware`` wraps any ASGI app (FastAPI, Starlette); ``MeshWSGIMiddleware`` wraps any
 WSGI app (Flask, Django).
@@ -18,12 +24,12 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapp
 from typing import Any
 
 from meshlib.context import DEADLINE_HEADER, Deadline, deadline_scope, parse_deadline
+from meshlib.tracing import attached, incoming_context
 
 __all__ = ["MeshASGIMiddleware", "MeshWSGIMiddleware"]
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
-_HEADER_BYTES = DEADLINE_HEADER.encode()
 _WSGI_KEY = "HTTP_" + DEADLINE_HEADER.upper().replace("-", "_")
 
 
@@ -38,14 +44,12 @@ class MeshASGIMiddleware:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)
             return
-        value = None
-        for name, raw in scope.get("headers", ()):
-            if name == _HEADER_BYTES:
-                value = raw.decode("latin-1")
-                break
-        seconds = parse_deadline(value, cap=self.max_deadline)
+        headers = {
+            name.decode("latin-1"): raw.decode("latin-1") for name, raw in scope.get("headers", ())
+        }
+        seconds = parse_deadline(headers.get(DEADLINE_HEADER), cap=self.max_deadline)
         deadline = Deadline.after(seconds) if seconds is not None else None
-        with deadline_scope(deadline):
+        with deadline_scope(deadline), incoming_context(headers):
             await self.app(scope, receive, send)
 
 
@@ -58,12 +62,17 @@ class MeshWSGIMiddleware:
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         seconds = parse_deadline(environ.get(_WSGI_KEY), cap=self.max_deadline)
-        if seconds is None:
-            return self.app(environ, start_response)
-        deadline = Deadline.after(seconds)
-        with deadline_scope(deadline):
+        deadline = Deadline.after(seconds) if seconds is not None else None
+        headers = {
+            key[5:].replace("_", "-").lower(): value
+            for key, value in environ.items()
+            if key.startswith("HTTP_") and isinstance(value, str)
+        }
+        with deadline_scope(deadline), incoming_context(headers) as ctx:
             body = self.app(environ, start_response)
-        return _ScopedBody(body, deadline)
+        if deadline is None and ctx is None:
+            return body
+        return _ScopedBody(body, deadline, ctx)
 
 
 class _ScopedBody:
@@ -74,14 +83,15 @@ class _ScopedBody:
     without leaving the deadline set in the server's own code between chunks.
     """
 
-    def __init__(self, body: Iterable[bytes], deadline: Deadline) -> None:
+    def __init__(self, body: Iterable[bytes], deadline: Deadline | None, ctx: Any) -> None:
         self._body = body
         self._deadline = deadline
+        self._ctx = ctx
 
     def __iter__(self) -> Iterator[bytes]:
         it = iter(self._body)
         while True:
-            with deadline_scope(self._deadline):
+            with deadline_scope(self._deadline), attached(self._ctx):
                 try:
                     chunk = next(it)
                 except StopIteration:

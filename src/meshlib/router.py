@@ -52,6 +52,10 @@ class Router:
         self.accrual = accrual if accrual is not None else AccrualPolicy()
         self._rng = rng or random.Random()
         self._groups: dict[Target, HealthGroup] = {}
+        self.on_breaker: Callable[[Target, EndpointHealth, str, str], None] | None = None
+        """Called on every accrual state change (metrics)."""
+        self.on_update: Callable[[Target], None] | None = None
+        """Called when a new endpoint set from discovery is applied (metrics)."""
         self.balancer = balancer
         self.clock = clock
         self.addressing = addressing
@@ -102,7 +106,7 @@ class Router:
         group = self._groups.get(target)
         if group is None:
             group = self._groups[target] = HealthGroup(self.accrual, self._rng)
-            group.on_change = _logger_for(target)
+            group.on_change = self._watcher(target, group)
         kept: dict[str, EndpointState] = {}
         for endpoint in res.endpoints:
             st = old.get(endpoint.address)
@@ -117,6 +121,8 @@ class Router:
         group.members = [st.health for st in kept.values() if isinstance(st.health, EndpointHealth)]
         states = list(kept.values())
         state = ServiceState(target, res, EndpointSet(states))
+        if target in self._services and self.on_update is not None:
+            self.on_update(target)
         self._services[target] = state
         return state
 
@@ -128,6 +134,32 @@ class Router:
                 f"{state.resolution.source} lists none"
             )
         return self.balancer.pick(state.eps, self.clock.now(), avoid)
+
+    def _watcher(
+        self, target: Target, group: HealthGroup
+    ) -> Callable[[EndpointHealth, str, str], None]:
+        """Log each accrual state change once, count it, and log panic mode entering/leaving."""
+        log_change = _logger_for(target)
+        panic = [False]
+
+        def on_change(health: EndpointHealth, old: str, new: str) -> None:
+            log_change(health, old, new)
+            if self.on_breaker is not None:
+                self.on_breaker(target, health, old, new)
+            now_panic = group.dead_count() * 2 > len(group.members)
+            if now_panic != panic[0]:
+                panic[0] = now_panic
+                log.log(
+                    logging.WARNING if now_panic else logging.INFO,
+                    "service %s: panic mode %s (%d of %d endpoints dead)",
+                    target,
+                    "on: balancing over all endpoints" if now_panic else "off",
+                    group.dead_count(),
+                    len(group.members),
+                    extra={"service": str(target), "outcome": "panic" if now_panic else "calm"},
+                )
+
+        return on_change
 
     def group(self, target: Target) -> HealthGroup | None:
         """The accrual group of a service (for state snapshots)."""

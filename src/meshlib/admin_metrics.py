@@ -1,0 +1,220 @@
+"""Prometheus text exposition (format 0.0.4) of a ``mesh_state()`` snapshot, for ``/mesh/metrics``.
+
+The admin endpoint renders the same snapshot the JSON and the dashboard show, so a scrape and a
+look at the page never disagree. Endpoint addresses are label values here on purpose: this is a
+local scrape endpoint for one process, where "which replica is slow" is the question, not an
+OpenTelemetry metric stream whose cardinality must stay bounded across a fleet (meshlib's OTel
+instruments keep peer addresses out of their attributes for that reason). A value the snapshot
+does not have (no latency sample yet, a balancer without EWMA) is left out rather than exported
+as a made-up zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+__all__ = ["CONTENT_TYPE", "escape_label_value", "render_prometheus"]
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+_STATES = ("alive", "dead", "probing")
+
+_Getter = Callable[[Mapping[str, Any]], Any]
+
+
+def _ms_to_s(key: str) -> _Getter:
+    def get(d: Mapping[str, Any]) -> Any:
+        v = d.get(key)
+        return None if v is None else round(float(v) / 1000.0, 9)
+
+    return get
+
+
+def _key(key: str) -> _Getter:
+    return lambda d: d.get(key)
+
+
+# (name, type, help, value): one family per row, in the order they are exposed.
+_ENDPOINT_FAMILIES: tuple[tuple[str, str, str, _Getter], ...] = (
+    (
+        "meshlib_endpoint_requests_total",
+        "counter",
+        "Attempts sent to the endpoint (each retry counts).",
+        _key("requests"),
+    ),
+    (
+        "meshlib_endpoint_failures_total",
+        "counter",
+        "Attempts to the endpoint the classifier counted as failures.",
+        _key("failures"),
+    ),
+    (
+        "meshlib_endpoint_in_flight",
+        "gauge",
+        "Requests to the endpoint in flight now.",
+        _key("in_flight"),
+    ),
+    (
+        "meshlib_endpoint_ewma_seconds",
+        "gauge",
+        "Peak-EWMA latency the balancer uses for the endpoint.",
+        _ms_to_s("ewma_ms"),
+    ),
+    (
+        "meshlib_endpoint_success_rate",
+        "gauge",
+        "Success rate in the failure-accrual window (0 to 1).",
+        _key("success_rate"),
+    ),
+    (
+        "meshlib_endpoint_next_probe_seconds",
+        "gauge",
+        "Seconds until an ejected endpoint is probed again (0 unless dead).",
+        _key("next_probe_in_s"),
+    ),
+)
+
+_SERVICE_FAMILIES: tuple[tuple[str, str, str, _Getter], ...] = (
+    (
+        "meshlib_retry_budget_balance",
+        "gauge",
+        "Retries the service's budget would allow now.",
+        lambda s: (s.get("budget") or {}).get("balance"),
+    ),
+    (
+        "meshlib_retry_budget_exhausted_total",
+        "counter",
+        "Retries refused because the service's retry budget was empty.",
+        lambda s: (s.get("budget") or {}).get("exhausted"),
+    ),
+    (
+        "meshlib_discovery_staleness_seconds",
+        "gauge",
+        "Age of the endpoint list when discovery is serving stale data (0 when fresh).",
+        _key("staleness_s"),
+    ),
+    (
+        "meshlib_discovery_stale",
+        "gauge",
+        "1 while discovery serves a last-known endpoint list it could not refresh.",
+        _key("stale"),
+    ),
+    (
+        "meshlib_service_panic",
+        "gauge",
+        "1 while more than half the endpoints are ejected and the balancer ignores health.",
+        _key("panic"),
+    ),
+    (
+        "meshlib_service_dead_endpoints",
+        "gauge",
+        "Endpoints of the service that are not alive (dead or probing).",
+        _key("dead"),
+    ),
+)
+
+
+def escape_label_value(value: str) -> str:
+    r"""A label value as the text format needs it: ``\``, ``"`` and newlines escaped."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _number(value: Any) -> str | None:
+    """The sample value, or None when there is nothing to export."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int):
+        return str(value)
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    if math.isnan(f):
+        return "NaN"
+    if math.isinf(f):
+        return "+Inf" if f > 0 else "-Inf"
+    return repr(f)
+
+
+def _labels(pairs: Iterable[tuple[str, str]]) -> str:
+    return "{" + ",".join(f'{k}="{escape_label_value(v)}"' for k, v in pairs) + "}"
+
+
+class _Out:
+    """Collects lines; a family's HELP/TYPE header is written only if it has samples."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str, samples: list[str]) -> None:
+        if not samples:
+            return
+        self.lines.append(f"# HELP {name} {_escape_help(help_text)}")
+        self.lines.append(f"# TYPE {name} {kind}")
+        self.lines.extend(samples)
+
+
+def _endpoints(services: Mapping[str, Any]) -> Iterable[tuple[str, Mapping[str, Any]]]:
+    for service, svc in services.items():
+        for ep in svc.get("endpoints") or ():
+            yield service, ep
+
+
+def render_prometheus(state: Mapping[str, Any]) -> str:
+    """The snapshot as Prometheus text: every family grouped, with HELP and TYPE lines."""
+    services: Mapping[str, Any] = state.get("services") or {}
+    out = _Out()
+    for name, kind, help_text, get in _ENDPOINT_FAMILIES:
+        samples = []
+        for service, ep in _endpoints(services):
+            value = _number(get(ep))
+            if value is not None:
+                labels = _labels((("service", service), ("endpoint", str(ep.get("address")))))
+                samples.append(f"{name}{labels} {value}")
+        out.family(name, kind, help_text, samples)
+    samples = []
+    for service, ep in _endpoints(services):
+        for q, key in (("0.5", "p50_ms"), ("0.99", "p99_ms")):
+            value = _number(_ms_to_s(key)(ep))
+            if value is not None:
+                pairs = (
+                    ("service", service),
+                    ("endpoint", str(ep.get("address"))),
+                    ("quantile", q),
+                )
+                samples.append(f"meshlib_endpoint_latency_seconds{_labels(pairs)} {value}")
+    out.family(
+        "meshlib_endpoint_latency_seconds",
+        "gauge",
+        "Latency quantiles over the endpoint's recent-stats window (a sliding window, so a "
+        "gauge per quantile rather than a summary with _sum and _count).",
+        samples,
+    )
+    samples = []
+    for service, ep in _endpoints(services):
+        current = ep.get("state", "alive")
+        for st in _STATES:
+            pairs = (("service", service), ("endpoint", str(ep.get("address"))), ("state", st))
+            samples.append(f"meshlib_endpoint_state{_labels(pairs)} {int(current == st)}")
+    out.family(
+        "meshlib_endpoint_state",
+        "gauge",
+        "Failure-accrual state of the endpoint: 1 for the current state, 0 for the others.",
+        samples,
+    )
+    for name, kind, help_text, get in _SERVICE_FAMILIES:
+        samples = []
+        for service, svc in services.items():
+            value = _number(get(svc))
+            if value is not None:
+                samples.append(f"{name}{_labels((('service', service),))} {value}")
+        out.family(name, kind, help_text, samples)
+    return "\n".join(out.lines) + "\n" if out.lines else ""
