@@ -26,6 +26,7 @@ from meshlib.demo_consul import run_consul_act
 from meshlib.demo_resilience import run_resilience_act
 from meshlib.discovery.static import StaticDiscovery
 from meshlib.loadgen import LoadResult, run_open_loop
+from meshlib.telemetry import configure, format_trace_tree
 from meshlib.upstream import SpawnedUpstream, UpstreamBehaviour, spawn_upstream
 
 __all__ = ["DemoOptions", "add_arguments", "run_demo"]
@@ -125,6 +126,7 @@ async def _main(opts: DemoOptions, out: TextIO) -> int:
         _report(out, "Round robin (for comparison)", rr)
         out.flush()
         resilience = await run_resilience_act(upstreams, _NAMES, out, rate=opts.rate)
+        await _trace_one_retried_call(upstreams, out)
     finally:
         for u in upstreams:
             u.stop()
@@ -136,6 +138,31 @@ async def _main(opts: DemoOptions, out: TextIO) -> int:
         f"{resilience.error_count} errors in {resilience.sent} requests.\n"
     )
     return 0
+
+
+async def _trace_one_retried_call(upstreams: Sequence[SpawnedUpstream], out: TextIO) -> None:
+    """Print the trace of one call whose first attempt meets a failing beta."""
+    try:
+        from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    except ImportError:
+        out.write("\n(install 'meshlib[sdk]' to see the trace of a retried call here)\n")
+        return
+    exporter = InMemorySpanExporter()
+    installed = configure(traces="none", metrics_exporter="none", span_exporter=exporter)
+    beta = upstreams[1]
+    await asyncio.to_thread(beta.control, fail_fraction=1.0)
+    try:
+        order = [upstreams[1], upstreams[0]]
+        discovery = StaticDiscovery({"demo": [f"127.0.0.1:{u.port}" for u in order]})
+        config = MeshConfig(balancer="round-robin")
+        async with AsyncMeshClient(discovery=discovery, config=config, timeout=5.0) as client:
+            await client.get("http://demo/")
+    finally:
+        await asyncio.to_thread(beta.control, fail_fraction=0.0)
+    installed.shutdown()
+    out.write("\nThe trace of one call that met the failing beta (meshlib.telemetry):\n")
+    for line in format_trace_tree(list(exporter.get_finished_spans())):
+        out.write(f"  {line}\n")
 
 
 def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> int:

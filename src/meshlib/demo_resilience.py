@@ -61,7 +61,7 @@ async def run_resilience_act(
     # Round robin keeps sending beta its share, so the breaker alone must protect callers;
     # P2C's failure score would mostly steer around beta before the breaker is needed.
     config = MeshConfig(
-        balancer="round-robin", accrual=AccrualPolicy(backoff_min=1.0, backoff_max=4.0)
+        balancer="round-robin", accrual=AccrualPolicy(backoff_min=1.0, backoff_max=2.0)
     )
     discovery = StaticDiscovery({"demo": list(addr)})
     loop = asyncio.get_running_loop()
