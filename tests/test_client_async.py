@@ -168,3 +168,28 @@ async def test_httpx_engine_is_selectable(upstreams: list[Upstream]) -> None:
         assert isinstance(client.mesh._inner, httpx.AsyncHTTPTransport)
         r = await client.get("http://users/")
     assert r.status_code == 200
+
+
+async def test_cookies_and_base_url_still_behave_like_httpx() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/login":
+            return httpx.Response(200, headers={"set-cookie": "session=abc; Path=/"})
+        return httpx.Response(200)
+
+    discovery = meshlib.StaticDiscovery({"users": ["127.0.0.1:8001"], "orders": ["127.0.0.1:8002"]})
+    async with meshlib.AsyncMeshClient(
+        discovery=discovery, transport=httpx.MockTransport(handler), base_url="http://users"
+    ) as client:
+        await client.get("/login")
+        await client.get("/me")
+        assert seen[-1].headers["cookie"] == "session=abc"
+        assert client.cookies["session"] == "abc"
+        client.base_url = httpx.URL("http://orders")
+        await client.get("/me")
+        assert seen[-1].url.port == 8002
+        client.cookies = {"other": "1"}
+        await client.get("/me")
+        assert seen[-1].headers["cookie"] == "other=1"
