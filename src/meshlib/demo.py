@@ -24,6 +24,7 @@ from meshlib.client import AsyncMeshClient
 from meshlib.config import MeshConfig
 from meshlib.demo_consul import run_consul_act
 from meshlib.demo_resilience import run_resilience_act
+from meshlib.demo_view import View, make_view
 from meshlib.discovery.static import StaticDiscovery
 from meshlib.loadgen import LoadResult, run_open_loop
 from meshlib.telemetry import configure, format_trace_tree
@@ -66,86 +67,114 @@ def _behaviours(seed: int, *, slow_gamma: bool = True) -> list[UpstreamBehaviour
     ]
 
 
+def _rows(result: LoadResult) -> list[list[str]]:
+    rows = []
+    for name in _NAMES:
+        label = name + (" (slow)" if name == "gamma" else "")
+        rows.append([label, str(result.served_by[name]), f"{result.share(name):.1%}", ""])
+    rows.append(
+        [
+            "all",
+            str(result.sent),
+            "",
+            f"p50 {result.p(50) * 1000:.2f} ms  p99 {result.p(99) * 1000:.2f} ms  "
+            f"errors {result.error_count}",
+        ]
+    )
+    return rows
+
+
 async def _drive(
-    balancer: str, upstreams: Sequence[SpawnedUpstream], opts: DemoOptions
+    balancer: str, title: str, upstreams: Sequence[SpawnedUpstream], opts: DemoOptions, view: View
 ) -> LoadResult:
     discovery = StaticDiscovery({"demo": [f"127.0.0.1:{u.port}" for u in upstreams]})
     config = MeshConfig(balancer=balancer)
-    async with AsyncMeshClient(discovery=discovery, config=config, timeout=5.0) as client:
-        # A short warm-up opens connections so the comparison measures balancing, not connects.
-        for _ in range(30):
-            await client.get("http://demo/")
+    result = LoadResult()
+    table = view.table(title, ["endpoint", "requests", "share", "latency"], timeline=False)
+    try:
+        async with AsyncMeshClient(discovery=discovery, config=config, timeout=5.0) as client:
+            # A short warm-up opens connections so the comparison measures balancing.
+            for _ in range(30):
+                await client.get("http://demo/")
 
-        async def send() -> httpx.Response:
-            return await client.get("http://demo/")
+            async def send() -> httpx.Response:
+                return await client.get("http://demo/")
 
-        return await run_open_loop(send, rate=opts.rate, duration=opts.duration)
-
-
-def _report(out: TextIO, title: str, result: LoadResult) -> None:
-    out.write(f"\n{title}\n")
-    out.write(f"  {'endpoint':<10}{'requests':>10}{'share':>9}\n")
-    for name in _NAMES:
-        label = name + (" (slow)" if name == "gamma" else "")
-        out.write(f"  {label:<14}{result.served_by[name]:>6}{result.share(name):>9.1%}\n")
-    out.write(
-        f"  latency  p50 {result.p(50) * 1000:6.2f} ms   p99 {result.p(99) * 1000:6.2f} ms   "
-        f"max {max(result.latencies, default=0.0) * 1000:6.1f} ms   "
-        f"errors {result.error_count}   sent {result.sent}\n"
-    )
+            traffic = asyncio.ensure_future(
+                run_open_loop(send, rate=opts.rate, duration=opts.duration, result=result)
+            )
+            while not traffic.done():
+                table.update(_rows(result))
+                await asyncio.wait([traffic], timeout=0.5)
+            await traffic
+            table.update(_rows(result))
+    finally:
+        table.close()
+    return result
 
 
 async def _main(opts: DemoOptions, out: TextIO) -> int:
+    view = make_view(out)
     if opts.consul:
-        out.write(
-            "meshlib demo --consul: three upstreams on 127.0.0.1, discovered through Consul.\n"
+        view.heading(
+            "meshlib demo --consul: three upstreams on 127.0.0.1, discovered through Consul"
         )
         upstreams = [spawn_upstream(b) for b in _behaviours(opts.seed, slow_gamma=False)]
         try:
-            result = await run_consul_act(upstreams, _NAMES, out, rate=opts.rate)
+            result = await run_consul_act(upstreams, _NAMES, view, rate=opts.rate)
         finally:
             for u in upstreams:
                 u.stop()
+        view.summary(
+            "What the mesh did",
+            [
+                "followed a deregistration, a maintenance window and its end within a second,",
+                "kept serving the last known endpoints while Consul was frozen, and recovered;",
+                f"callers saw {result.error_count} errors in {result.sent} requests.",
+            ],
+        )
         return 0 if result.sent else 1
-    out.write(
-        "meshlib demo: three upstreams on 127.0.0.1 (gamma answers 20% of requests 50 ms late),\n"
-        f"open-loop traffic at {opts.rate:.0f} req/s for {opts.duration:.0f} s per balancer.\n"
+    view.heading("meshlib demo: three upstreams on 127.0.0.1, no setup, no Consul")
+    view.note(
+        "gamma answers 20% of requests 50 ms late; open-loop traffic at "
+        f"{opts.rate:.0f} req/s for {opts.duration:.0f} s per balancer."
     )
     upstreams = [spawn_upstream(b) for b in _behaviours(opts.seed)]
     try:
-        out.write(
-            "  upstreams: "
+        view.note(
+            "upstreams: "
             + ", ".join(f"{n}=127.0.0.1:{u.port}" for n, u in zip(_NAMES, upstreams, strict=True))
-            + "\n"
         )
-        out.flush()
-        p2c = await _drive("p2c-peak-ewma", upstreams, opts)
-        _report(out, "P2C over Peak-EWMA (meshlib's default)", p2c)
-        out.flush()
-        rr = await _drive("round-robin", upstreams, opts)
-        _report(out, "Round robin (for comparison)", rr)
-        out.flush()
-        resilience = await run_resilience_act(upstreams, _NAMES, out, rate=opts.rate)
-        await _trace_one_retried_call(upstreams, out)
+        p2c = await _drive(
+            "p2c-peak-ewma", "P2C over Peak-EWMA (meshlib's default)", upstreams, opts, view
+        )
+        rr = await _drive("round-robin", "Round robin (for comparison)", upstreams, opts, view)
+        resilience = await run_resilience_act(upstreams, _NAMES, view, rate=opts.rate)
+        await _trace_one_retried_call(upstreams, view)
     finally:
         for u in upstreams:
             u.stop()
     ratio = rr.p(99) / p2c.p(99) if p2c.p(99) > 0 else float("inf")
-    out.write(
-        f"\nWhat the mesh did: P2C sent {p2c.share('gamma'):.1%} of requests to the slow replica "
-        f"(round robin {rr.share('gamma'):.1%}); p99 {p2c.p(99) * 1000:.1f} ms vs "
-        f"{rr.p(99) * 1000:.1f} ms ({ratio:.1f}x better); with beta failing, callers saw "
-        f"{resilience.error_count} errors in {resilience.sent} requests.\n"
+    view.summary(
+        "What the mesh did",
+        [
+            f"P2C sent {p2c.share('gamma'):.1%} of requests to the slow replica "
+            f"(round robin {rr.share('gamma'):.1%});",
+            f"p99 {p2c.p(99) * 1000:.1f} ms vs {rr.p(99) * 1000:.1f} ms with round robin "
+            f"({ratio:.1f}x better);",
+            f"with beta failing, callers saw {resilience.error_count} errors in "
+            f"{resilience.sent} requests (retries, ejection, one probe, recovery).",
+        ],
     )
     return 0
 
 
-async def _trace_one_retried_call(upstreams: Sequence[SpawnedUpstream], out: TextIO) -> None:
+async def _trace_one_retried_call(upstreams: Sequence[SpawnedUpstream], view: View) -> None:
     """Print the trace of one call whose first attempt meets a failing beta."""
     try:
         from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
     except ImportError:
-        out.write("\n(install 'meshlib[sdk]' to see the trace of a retried call here)\n")
+        view.note("(install 'meshlib[sdk]' to see the trace of a retried call here)")
         return
     exporter = InMemorySpanExporter()
     installed = configure(traces="none", metrics_exporter="none", span_exporter=exporter)
@@ -160,9 +189,10 @@ async def _trace_one_retried_call(upstreams: Sequence[SpawnedUpstream], out: Tex
     finally:
         await asyncio.to_thread(beta.control, fail_fraction=0.0)
     installed.shutdown()
-    out.write("\nThe trace of one call that met the failing beta (meshlib.telemetry):\n")
-    for line in format_trace_tree(list(exporter.get_finished_spans())):
-        out.write(f"  {line}\n")
+    view.summary(
+        "The trace of one call that met the failing beta (meshlib.telemetry)",
+        format_trace_tree(list(exporter.get_finished_spans())),
+    )
 
 
 def run_demo(opts: DemoOptions, out: TextIO = sys.stdout) -> int:

@@ -18,13 +18,13 @@ import subprocess
 import sys
 from collections import Counter
 from collections.abc import Sequence
-from typing import TextIO
 
 import httpx
 
 from meshlib.client import AsyncMeshClient
 from meshlib.config import MeshConfig
 from meshlib.consul_settings import ConsulSettings
+from meshlib.demo_view import View
 from meshlib.discovery.consul_http import async_consul
 from meshlib.loadgen import LoadResult, run_open_loop
 from meshlib.registration import AsyncRegistrar
@@ -73,7 +73,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 async def run_consul_act(
     upstreams: Sequence[SpawnedUpstream],
     names: Sequence[str],
-    out: TextIO,
+    view: View,
     *,
     rate: float,
     duration: float = 15.0,
@@ -89,13 +89,13 @@ async def run_consul_act(
     registrars = [AsyncRegistrar(r, settings) for r in regs]
     agent = async_consul(settings, timeout=5.0)
     result = LoadResult()
-    out.write(
-        f"\nConsul: FakeConsul at {addr}; alpha, beta and gamma register themselves "
-        "(TTL checks, heartbeats).\n"
-        f"  {'t':>4} {'sent':>6} {'errors':>7}  "
-        + "".join(f"{n:>7}" for n in names)
-        + "   mesh view        event\n"
+    table = view.table(
+        f"Consul: FakeConsul at {addr}; alpha, beta and gamma register themselves "
+        "(TTL checks, heartbeats)",
+        ["t", "sent", "errors", *names, "mesh view", "event"],
+        timeline=True,
     )
+    rows: list[list[str]] = []
     try:
         for r in registrars:
             await r.__aenter__()
@@ -128,27 +128,33 @@ async def run_consul_act(
                 elif second == 12:
                     os.kill(proc.pid, signal.SIGCONT)
                 svc = client.mesh_state()["services"].get("demo", {})
-                view = f"{len(svc.get('endpoints', ()))} endpoint(s)" + (
+                mesh_view = f"{len(svc.get('endpoints', ()))} endpoint(s)" + (
                     " STALE" if svc.get("stale") else ""
                 )
                 served = Counter(result.served_by)
-                counts = "".join(f"{served[n] - prev[n]:>7}" for n in names)
-                out.write(
-                    f"  {second:>4} {result.sent - prev_sent:>6} "
-                    f"{result.error_count - prev_err:>7}  {counts}   {view:<16} {event}\n"
+                rows.append(
+                    [
+                        f"{second}s",
+                        str(result.sent - prev_sent),
+                        str(result.error_count - prev_err),
+                        *(str(served[n] - prev[n]) for n in names),
+                        mesh_view,
+                        event,
+                    ]
                 )
-                out.flush()
+                table.update(rows)
                 prev_sent, prev_err, prev = result.sent, result.error_count, served
             await traffic
     finally:
+        table.close()
         os.kill(proc.pid, signal.SIGCONT)
         for i, r in enumerate(registrars):
             if i != 1 and r.registered:
                 await r.__aexit__(None, None, None)
         await agent.http.close()
         await asyncio.to_thread(_stop, proc)
-    out.write(
-        f"  caller-visible errors: {result.error_count} of {result.sent} while the registry "
-        "changed and Consul froze.\n"
+    view.note(
+        f"caller-visible errors: {result.error_count} of {result.sent} while the registry "
+        "changed and Consul froze."
     )
     return result

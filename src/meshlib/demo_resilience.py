@@ -14,13 +14,13 @@ import asyncio
 import logging
 from collections import Counter
 from collections.abc import Sequence
-from typing import TextIO
 
 import httpx
 
 from meshlib.accrual import AccrualPolicy
 from meshlib.client import AsyncMeshClient
 from meshlib.config import MeshConfig
+from meshlib.demo_view import View
 from meshlib.discovery.static import StaticDiscovery
 from meshlib.loadgen import LoadResult, run_open_loop
 from meshlib.upstream import SpawnedUpstream
@@ -48,7 +48,7 @@ def _upstream_total(upstreams: Sequence[SpawnedUpstream]) -> int:
 async def run_resilience_act(
     upstreams: Sequence[SpawnedUpstream],
     names: Sequence[str],
-    out: TextIO,
+    view: View,
     *,
     rate: float,
     fail_at: float = 2.0,
@@ -70,13 +70,13 @@ async def run_resilience_act(
     logger.addHandler(events)
     level = logger.level
     logger.setLevel(logging.INFO)
-    out.write(
-        f"\nResilience: {beta_name} answers every request with 503 from {fail_at:.0f} s to "
-        f"{recover_at:.0f} s; round robin, retries on, breaker backoff 1 s for the demo.\n"
-        f"  {'t':>4} {'sent':>6} {'errors':>7} {'extra':>6}  "
-        + "".join(f"{n:>7}" for n in names)
-        + f"   {beta_name} state\n"
+    table = view.table(
+        f"Resilience: {beta_name} answers every request with 503 from {fail_at:.0f} s to "
+        f"{recover_at:.0f} s (round robin, retries on, breaker backoff 1 s for the demo)",
+        ["t", "sent", "errors", "extra", *names, f"{beta_name} state"],
+        timeline=True,
     )
+    rows: list[list[str]] = []
     result = LoadResult()
     try:
         async with AsyncMeshClient(discovery=discovery, config=config, timeout=5.0) as client:
@@ -113,24 +113,31 @@ async def run_resilience_act(
                     ),
                     "?",
                 )
-                shares = "".join(f"{served[n] - prev_served[n]:>7}" for n in names)
                 extra = (total - prev_total) - (sent - prev_sent)
-                out.write(
-                    f"  {second:>4} {sent - prev_sent:>6} {errors - prev_err:>7} "
-                    f"{max(0, extra):>6}  {shares}   {beta_state}\n"
+                rows.append(
+                    [
+                        f"{second}s",
+                        str(sent - prev_sent),
+                        str(errors - prev_err),
+                        str(max(0, extra)),
+                        *(str(served[n] - prev_served[n]) for n in names),
+                        beta_state,
+                    ]
                 )
-                out.flush()
+                table.update(rows)
                 prev_sent, prev_err, prev_total, prev_served = sent, errors, total, served
             await traffic
     finally:
+        table.close()
         logger.removeHandler(events)
         logger.setLevel(level)
         await asyncio.to_thread(beta.control, fail_fraction=0.0)
-    out.write("  breaker events:\n")
-    for line in events.lines or ["(none)"]:
-        out.write(f"    {line}\n")
-    out.write(
-        f"  caller-visible errors: {result.error_count} of {result.sent} "
-        f"(p99 {result.p(99) * 1000:.1f} ms)\n"
+    view.summary(
+        "Breaker events",
+        [
+            *(events.lines or ["(none)"]),
+            f"caller-visible errors: {result.error_count} of {result.sent} "
+            f"(p99 {result.p(99) * 1000:.1f} ms)",
+        ],
     )
     return result
