@@ -1,6 +1,5 @@
 """Per-endpoint counters and recent percentiles."""
 
-
 from meshlib.stats import EndpointStats
 
 
