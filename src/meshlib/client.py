@@ -62,72 +62,48 @@ def _pipeline_kwargs(
     return kw, owned
 
 
-class AsyncMeshTransport(AsyncMeshPipeline):
+class _Configured:
+    """The configured constructor both transports share: ``MeshConfig`` → pipeline keywords."""
+
+    _owns_discovery: bool
+
+    def __init__(
+        self,
+        *,
+        config: MeshConfig | None = None,
+        discovery: Discovery | None = None,
+        classifier: Classifier | None = None,
+        clock: Clock | None = None,
+        rng: random.Random | None = None,
+        transport: Any = None,
+        passthrough: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        trust_env: bool = True,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+    ) -> None:
+        kw, owned = _pipeline_kwargs(config, discovery, clock)
+        super().__init__(  # type: ignore[call-arg]
+            classifier=classifier,
+            clock=clock,
+            rng=rng,
+            transport=transport,
+            passthrough=passthrough,
+            verify=verify,
+            cert=cert,
+            trust_env=trust_env,
+            limits_http=limits,
+            **kw,
+        )
+        self._owns_discovery = owned
+
+
+class AsyncMeshTransport(_Configured, AsyncMeshPipeline):
     """The async mesh transport, configured from ``config`` (default: ``MeshConfig.from_env()``)."""
 
-    def __init__(
-        self,
-        *,
-        config: MeshConfig | None = None,
-        discovery: Discovery | None = None,
-        classifier: Classifier | None = None,
-        clock: Clock | None = None,
-        rng: random.Random | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
-        passthrough: httpx.AsyncBaseTransport | None = None,
-        verify: Any = True,
-        cert: Any = None,
-        trust_env: bool = True,
-        limits: httpx.Limits = DEFAULT_LIMITS,
-    ) -> None:
-        kw, owned = _pipeline_kwargs(config, discovery, clock)
-        super().__init__(
-            classifier=classifier,
-            clock=clock,
-            rng=rng,
-            transport=transport,
-            passthrough=passthrough,
-            verify=verify,
-            cert=cert,
-            trust_env=trust_env,
-            limits_http=limits,
-            **kw,
-        )
-        self._owns_discovery = owned
 
-
-class MeshTransport(MeshPipeline):
+class MeshTransport(_Configured, MeshPipeline):
     """The sync mesh transport, configured from ``config`` (default: ``MeshConfig.from_env()``)."""
-
-    def __init__(
-        self,
-        *,
-        config: MeshConfig | None = None,
-        discovery: Discovery | None = None,
-        classifier: Classifier | None = None,
-        clock: Clock | None = None,
-        rng: random.Random | None = None,
-        transport: httpx.BaseTransport | None = None,
-        passthrough: httpx.BaseTransport | None = None,
-        verify: Any = True,
-        cert: Any = None,
-        trust_env: bool = True,
-        limits: httpx.Limits = DEFAULT_LIMITS,
-    ) -> None:
-        kw, owned = _pipeline_kwargs(config, discovery, clock)
-        super().__init__(
-            classifier=classifier,
-            clock=clock,
-            rng=rng,
-            transport=transport,
-            passthrough=passthrough,
-            verify=verify,
-            cert=cert,
-            trust_env=trust_env,
-            limits_http=limits,
-            **kw,
-        )
-        self._owns_discovery = owned
 
 
 _HTTP_KEYS = ("verify", "cert", "trust_env", "limits")
@@ -195,12 +171,13 @@ def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     return http, through
 
 
-class AsyncMeshClient(_FastPaths, httpx.AsyncClient):
-    """An ``httpx.AsyncClient`` whose mesh-service URLs go through the mesh.
+class _MeshClientBase(_FastPaths):
+    """What both clients add to httpx's: the mesh transport under everything, the fast paths,
+    ``mesh_state()``, and mesh hosts never captured by proxies or mounts."""
 
-    ``transport=`` here is the transport *under* the mesh for mesh endpoints (for example an
-    ``httpx.MockTransport`` in a unit test); every other httpx keyword means what it always does.
-    """
+    _mesh_cls: type[Any]
+    _passthrough_cls: type[Any]
+    mesh: Any
 
     def __init__(
         self,
@@ -210,21 +187,21 @@ class AsyncMeshClient(_FastPaths, httpx.AsyncClient):
         classifier: Classifier | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
+        transport: Any = None,
         **kwargs: Any,
     ) -> None:
         http, through = _split(kwargs)
-        self.mesh = AsyncMeshTransport(
+        self.mesh = self._mesh_cls(
             config=config,
             discovery=discovery,
             classifier=classifier,
             clock=clock,
             rng=rng,
             transport=transport,
-            passthrough=httpx.AsyncHTTPTransport(**through),
+            passthrough=self._passthrough_cls(**through),
             **http,
         )
-        super().__init__(transport=self.mesh, **kwargs)
+        super().__init__(transport=self.mesh, **kwargs)  # type: ignore[call-arg]
         self._init_fast_paths()
         # meshlib instruments its own clients (one INTERNAL span per call, one CLIENT span per
         # attempt, pass-through requests included). opentelemetry-instrumentation-httpx's
@@ -234,7 +211,25 @@ class AsyncMeshClient(_FastPaths, httpx.AsyncClient):
 
     def mesh_state(self) -> dict[str, Any]:
         """What the mesh knows now: services, endpoints, breakers, budgets (JSON-ready)."""
-        return self.mesh.mesh_state()
+        state: dict[str, Any] = self.mesh.mesh_state()
+        return state
+
+    def _transport_for_url(self, url: httpx.URL) -> Any:
+        if self.mesh.router.target(url.host) is not None:
+            return self.mesh
+        return super()._transport_for_url(url)  # type: ignore[misc]
+
+
+class AsyncMeshClient(_MeshClientBase, httpx.AsyncClient):
+    """An ``httpx.AsyncClient`` whose mesh-service URLs go through the mesh.
+
+    ``transport=`` here is the transport *under* the mesh for mesh endpoints (for example an
+    ``httpx.MockTransport`` in a unit test); every other httpx keyword means what it always does.
+    """
+
+    _mesh_cls = AsyncMeshTransport
+    _passthrough_cls = httpx.AsyncHTTPTransport
+    mesh: AsyncMeshTransport
 
     async def send(
         self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
@@ -245,44 +240,13 @@ class AsyncMeshClient(_FastPaths, httpx.AsyncClient):
             request.extensions["mesh_prefetch"] = True
         return await super().send(request, stream=stream, **kwargs)
 
-    def _transport_for_url(self, url: httpx.URL) -> httpx.AsyncBaseTransport:
-        if self.mesh.router.target(url.host) is not None:
-            return self.mesh
-        return super()._transport_for_url(url)
 
-
-class MeshClient(_FastPaths, httpx.Client):
+class MeshClient(_MeshClientBase, httpx.Client):
     """An ``httpx.Client`` whose mesh-service URLs go through the mesh (see ``AsyncMeshClient``)."""
 
-    def __init__(
-        self,
-        *,
-        config: MeshConfig | None = None,
-        discovery: Discovery | None = None,
-        classifier: Classifier | None = None,
-        clock: Clock | None = None,
-        rng: random.Random | None = None,
-        transport: httpx.BaseTransport | None = None,
-        **kwargs: Any,
-    ) -> None:
-        http, through = _split(kwargs)
-        self.mesh = MeshTransport(
-            config=config,
-            discovery=discovery,
-            classifier=classifier,
-            clock=clock,
-            rng=rng,
-            transport=transport,
-            passthrough=httpx.HTTPTransport(**through),
-            **http,
-        )
-        super().__init__(transport=self.mesh, **kwargs)
-        self._init_fast_paths()
-        self._is_instrumented_by_opentelemetry = True  # see AsyncMeshClient
-
-    def mesh_state(self) -> dict[str, Any]:
-        """What the mesh knows now: services, endpoints, breakers, budgets (JSON-ready)."""
-        return self.mesh.mesh_state()
+    _mesh_cls = MeshTransport
+    _passthrough_cls = httpx.HTTPTransport
+    mesh: MeshTransport
 
     def send(
         self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
@@ -291,8 +255,3 @@ class MeshClient(_FastPaths, httpx.Client):
         if not stream:
             request.extensions["mesh_prefetch"] = True
         return super().send(request, stream=stream, **kwargs)
-
-    def _transport_for_url(self, url: httpx.URL) -> httpx.BaseTransport:
-        if self.mesh.router.target(url.host) is not None:
-            return self.mesh
-        return super()._transport_for_url(url)

@@ -65,6 +65,33 @@ class _Common:
         query = self._params(params, method)
         return f"{url}?{urllib.parse.urlencode(query)}" if query else url
 
+    # py-consul's verbs; ``_request`` is a coroutine function in the async client and a plain
+    # one in the sync client, so each verb returns whatever it returns.
+    def get(
+        self, callback: Any, path: str, params: Any = None, headers: Any = None, raw: bool = False
+    ) -> Any:
+        return self._request(callback, "GET", path, params, headers, None, raw)
+
+    def put(
+        self, callback: Any, path: str, params: Any = None, data: Any = "", headers: Any = None
+    ) -> Any:
+        return self._request(callback, "PUT", path, params, headers, data, False)
+
+    def delete(
+        self, callback: Any, path: str, params: Any = None, data: Any = "", headers: Any = None
+    ) -> Any:
+        return self._request(callback, "DELETE", path, params, headers, data, False)
+
+    def post(
+        self, callback: Any, path: str, params: Any = None, data: Any = "", headers: Any = None
+    ) -> Any:
+        return self._request(callback, "POST", path, params, headers, data, False)
+
+    def _request(
+        self, callback: Any, method: str, path: str, params: Any, headers: Any, data: Any, raw: bool
+    ) -> Any:
+        raise NotImplementedError
+
     def _extensions(self) -> dict[str, Any]:
         name = self.settings.tls_server_name
         return {"sni_hostname": name} if name else {}
@@ -101,26 +128,6 @@ class AsyncConsulHTTP(_Common, consul.base.HTTPClient):  # type: ignore[misc]
         )
         return callback(_response(r, raw))
 
-    def get(
-        self, callback: Any, path: str, params: Any = None, headers: Any = None, raw: bool = False
-    ) -> Any:
-        return self._request(callback, "GET", path, params, headers, None, raw)
-
-    def put(
-        self, callback: Any, path: str, params: Any = None, data: Any = "", headers: Any = None
-    ) -> Any:
-        return self._request(callback, "PUT", path, params, headers, data, False)
-
-    def delete(
-        self, callback: Any, path: str, params: Any = None, data: Any = "", headers: Any = None
-    ) -> Any:
-        return self._request(callback, "DELETE", path, params, headers, data, False)
-
-    def post(
-        self, callback: Any, path: str, params: Any = None, data: Any = "", headers: Any = None
-    ) -> Any:
-        return self._request(callback, "POST", path, params, headers, data, False)
-
     async def close(self) -> None:
         await self.client.aclose()
 
@@ -148,26 +155,6 @@ class SyncConsulHTTP(_Common, consul.base.HTTPClient):  # type: ignore[misc]
             extensions=self._extensions(),
         )
         return callback(_response(r, raw))
-
-    def get(
-        self, callback: Any, path: str, params: Any = None, headers: Any = None, raw: bool = False
-    ) -> Any:
-        return self._request(callback, "GET", path, params, headers, None, raw)
-
-    def put(
-        self, callback: Any, path: str, params: Any = None, data: Any = "", headers: Any = None
-    ) -> Any:
-        return self._request(callback, "PUT", path, params, headers, data, False)
-
-    def delete(
-        self, callback: Any, path: str, params: Any = None, data: Any = "", headers: Any = None
-    ) -> Any:
-        return self._request(callback, "DELETE", path, params, headers, data, False)
-
-    def post(
-        self, callback: Any, path: str, params: Any = None, data: Any = "", headers: Any = None
-    ) -> Any:
-        return self._request(callback, "POST", path, params, headers, data, False)
 
     def close(self) -> None:
         self.client.close()
