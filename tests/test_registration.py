@@ -148,3 +148,15 @@ def test_pyconsul_registered_upstreams_are_discovered(fake_consul: FakeConsul) -
     assert res is not None
     assert sorted(e.port for e in res.endpoints) == [9201, 9202]
     d.close()
+
+
+def test_sigterm_handler_survives_registrars_leaving_out_of_order(fake_consul: FakeConsul) -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    a = meshlib.Registrar(_reg(name="a", port=9001), _settings(fake_consul))
+    b = meshlib.Registrar(_reg(name="b", port=9002), _settings(fake_consul))
+    a.__enter__()
+    b.__enter__()
+    a.__exit__(None, None, None)
+    assert signal.getsignal(signal.SIGTERM) not in (before, signal.SIG_DFL)
+    b.__exit__(None, None, None)
+    assert signal.getsignal(signal.SIGTERM) == before

@@ -37,7 +37,7 @@ def free_port() -> int:
 @contextmanager
 def serve_asgi(app: Any, port: int) -> Iterator[None]:
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -72,12 +72,16 @@ def chain() -> Iterator[int]:
     discovery = meshlib.StaticDiscovery(
         {"b": [f"127.0.0.1:{ports['b']}"], "c": [f"127.0.0.1:{ports['c']}"]}
     )
-    with (
-        serve_asgi(services.create_c(), ports["c"]),
-        serve_wsgi(services.create_b(discovery), ports["b"]),
-        serve_asgi(services.create_a(discovery), ports["a"]),
-    ):
-        yield ports["a"]
+    b_app = services.create_b(discovery)
+    try:
+        with (
+            serve_asgi(services.create_c(), ports["c"]),
+            serve_wsgi(b_app, ports["b"]),
+            serve_asgi(services.create_a(discovery), ports["a"]),
+        ):
+            yield ports["a"]
+    finally:
+        b_app.extensions["mesh_client"].close()
 
 
 def main() -> None:

@@ -12,6 +12,8 @@ clients, so every hop gets a mesh span, a ``traceparent`` and the remaining dead
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import flask
@@ -27,8 +29,14 @@ import meshlib
 
 def create_a(discovery: meshlib.Discovery) -> Any:
     """Service A: FastAPI, calls B."""
-    app = FastAPI()
     client = meshlib.AsyncMeshClient(discovery=discovery, timeout=5.0)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await client.aclose()  # close pooled connections when the server stops
+
+    app = FastAPI(lifespan=lifespan)
 
     @app.get("/work")
     async def work() -> dict[str, Any]:
@@ -42,6 +50,7 @@ def create_b(discovery: meshlib.Discovery) -> Any:
     """Service B: Flask (sync), calls C."""
     app = flask.Flask("b")
     client = meshlib.MeshClient(discovery=discovery, timeout=5.0)
+    app.extensions["mesh_client"] = client  # closed by whoever stops the server
 
     @app.get("/work")
     def work() -> dict[str, Any]:

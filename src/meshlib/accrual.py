@@ -12,7 +12,7 @@ Why not aiobreaker, which the design first named: as released (1.2.0) its half-o
 wall clock (``datetime.now``/``utcnow``), it has no success-rate policy and no growing backoff,
 and its ``call(func)`` model cannot record outcomes that are only known when a response *stream*
 closes. An adapter would have had to re-implement all of that around its internals, so meshlib
-implements the state machine here (about 150 lines, clock and randomness injected).
+implements the state machine here (about 200 lines, clock and randomness injected).
 
 Health is readable state: the balancer asks ``admit(now)`` before it spends an attempt, which
 also claims the single probe slot atomically. ``max_ejection_percent`` caps how many endpoints
@@ -104,8 +104,9 @@ class EndpointHealth:
         self.probing = False
         self._consecutive = 0
         self._deaths = 0
-        n = math.ceil(group.policy.window)
-        self._buckets: list[list[int]] = [[0, 0] for _ in range(n)]
+        # Per-second (successes, failures) pairs, flat, allocated on first use: a service with
+        # thousands of endpoints it never calls should not pay for their windows.
+        self._buckets: list[int] = []
         self._second = 0
         group.members.append(self)
 
@@ -171,16 +172,20 @@ class EndpointHealth:
 
     def _count(self, now: float, failure: bool) -> None:
         second = int(now)
-        n = len(self._buckets)
+        b = self._buckets
+        if not b:
+            b.extend([0] * (2 * math.ceil(self._group.policy.window)))
+        n = len(b) // 2
         if second != self._second:
             for step in range(1, min(second - self._second, n) + 1):
-                self._buckets[(self._second + step) % n] = [0, 0]
+                i = 2 * ((self._second + step) % n)
+                b[i] = b[i + 1] = 0
             self._second = max(second, self._second)
-        self._buckets[second % n][1 if failure else 0] += 1
+        b[2 * (second % n) + (1 if failure else 0)] += 1
 
     def success_rate(self) -> tuple[float, int]:
-        ok = sum(b[0] for b in self._buckets)
-        bad = sum(b[1] for b in self._buckets)
+        ok = sum(self._buckets[0::2])
+        bad = sum(self._buckets[1::2])
         total = ok + bad
         return (ok / total if total else 1.0), total
 
@@ -202,8 +207,7 @@ class EndpointHealth:
         self._deaths = 0
         self._consecutive = 0
         self.probing = False
-        for b in self._buckets:
-            b[0] = b[1] = 0
+        self._buckets.clear()
         self._transition("alive")
 
     def _transition(self, new: str) -> None:

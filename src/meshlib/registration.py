@@ -60,6 +60,40 @@ class _Base:
         )
 
 
+class _SigtermHandler:
+    """One SIGTERM handler for all sync registrars of the process, whatever order they leave in:
+    installed when the first enters, the previous handler restored when the last exits."""
+
+    def __init__(self) -> None:
+        self._active: list[Registrar] = []
+        self._previous: Any = None
+
+    def add(self, registrar: Registrar) -> None:
+        if not self._active:
+            self._previous = signal.signal(signal.SIGTERM, self._on_term)
+        self._active.append(registrar)
+
+    def discard(self, registrar: Registrar) -> None:
+        if registrar not in self._active:
+            return
+        self._active.remove(registrar)
+        if not self._active:
+            signal.signal(signal.SIGTERM, self._previous)
+            self._previous = None
+
+    def _on_term(self, signum: int, frame: FrameType | None) -> None:
+        for registrar in list(self._active):
+            registrar.deregister()
+        previous = self._previous
+        self._active.clear()
+        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
+        self._previous = None
+        if callable(previous):
+            previous(signum, frame)
+        else:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 class Registrar(_Base):
     """Sync registration: ``with Registrar(reg, settings): serve()``.
 
@@ -76,7 +110,6 @@ class Registrar(_Base):
         self._consul = sync_consul(self.settings, timeout=10.0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._previous: Any = None
 
     def register(self, *, again: bool = False) -> None:
         agent = self._consul.agent
@@ -115,15 +148,6 @@ class Registrar(_Base):
         while not self._stop.wait(self.period):
             self.heartbeat()
 
-    def _on_term(self, signum: int, frame: FrameType | None) -> None:
-        self.deregister()
-        previous = self._previous
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-        if callable(previous):
-            previous(signum, frame)
-        else:
-            os.kill(os.getpid(), signal.SIGTERM)
-
     def __enter__(self) -> Registrar:
         self.register()
         if self.registration.check == "ttl":
@@ -132,7 +156,7 @@ class Registrar(_Base):
             )
             self._thread.start()
         if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._on_term)
+            _SIGTERM.add(self)
         return self
 
     def __exit__(
@@ -144,8 +168,7 @@ class Registrar(_Base):
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=5)
-        if threading.current_thread() is threading.main_thread() and self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
+        _SIGTERM.discard(self)
         self.deregister()
         self._consul.http.close()
 
@@ -218,6 +241,9 @@ class AsyncRegistrar(_Base):
                 await self._task
         await self.deregister()
         await self._consul.http.close()
+
+
+_SIGTERM = _SigtermHandler()
 
 
 def _resolve(

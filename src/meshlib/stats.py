@@ -16,6 +16,7 @@ __all__ = ["EndpointStats"]
 _BUCKETS = 64
 _BASE = 1.25
 _MIN = 0.0001  # 100 us: the first bucket's upper edge
+_EMPTY: list[int] = []  # shared marker for "no histogram yet"; never written to
 
 
 def _bucket(seconds: float) -> int:
@@ -38,17 +39,15 @@ class EndpointStats:
         self.failures = 0
         self._window = window
         self._window_end = now + window
-        self._cur = [0] * _BUCKETS
-        self._prev = [0] * _BUCKETS
+        # Histograms are allocated on first use (an endpoint never called costs no memory).
+        self._cur: list[int] = _EMPTY
+        self._prev: list[int] = _EMPTY
 
     def _rotate(self, now: float) -> None:
         if now < self._window_end:
             return
-        if now >= self._window_end + self._window:
-            self._prev = [0] * _BUCKETS
-        else:
-            self._prev = self._cur
-        self._cur = [0] * _BUCKETS
+        self._prev = _EMPTY if now >= self._window_end + self._window else self._cur
+        self._cur = _EMPTY
         self._window_end = now + self._window
 
     def record(self, now: float, seconds: float, *, failed: bool) -> None:
@@ -57,12 +56,18 @@ class EndpointStats:
         self.requests += 1
         if failed:
             self.failures += 1
+        if self._cur is _EMPTY:
+            self._cur = [0] * _BUCKETS
         self._cur[_bucket(seconds)] += 1
 
     def percentile(self, now: float, q: float) -> float | None:
         """The ``q``-th percentile (0-100) of recent latencies in seconds (bucket upper edge)."""
         self._rotate(now)
-        counts = [a + b for a, b in zip(self._cur, self._prev, strict=True)]
+        if self._cur is _EMPTY and self._prev is _EMPTY:
+            return None
+        cur = self._cur if self._cur is not _EMPTY else [0] * _BUCKETS
+        prev = self._prev if self._prev is not _EMPTY else [0] * _BUCKETS
+        counts = [a + b for a, b in zip(cur, prev, strict=True)]
         total = sum(counts)
         if total == 0:
             return None

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import consul
+import httpx
 
 from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.consul_settings import ConsulSettings
@@ -208,6 +209,7 @@ class ConsulDiscovery(Discovery):
         opts = self.options
         loop = asyncio.get_running_loop()
         backoff = opts.error_backoff_min
+        quick_retry = True
         target = w.target
         while not self._closed:
             started = loop.time()
@@ -241,12 +243,18 @@ class ConsulDiscovery(Discovery):
                 await asyncio.sleep(opts.forbidden_backoff)
                 continue
             except Exception as exc:  # any failure keeps the last good set
+                if quick_retry and isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError):
+                    # A keep-alive connection the agent had already closed: ask again at once
+                    # on a new one before calling it a failure.
+                    quick_retry = False
+                    continue
                 if self._failed(w, f"{type(exc).__name__}: {exc}"):
                     return
                 await asyncio.sleep(backoff / 2 + self._rng.uniform(0, backoff / 2))
                 backoff = min(opts.error_backoff_max, backoff * 2)
                 continue
             backoff = opts.error_backoff_min
+            quick_retry = True
             new_index = int(index) if str(index).isdigit() else 0
             w.index = max(1, new_index) if new_index >= w.index else 0
             self._good(w, parsed.endpoints, parsed.rejected)

@@ -1,0 +1,27 @@
+"""The benchmark scenarios, in the order a full run executes them.
+
+Each scenario is a function ``run(options) -> ScenarioResult`` that starts the servers it needs,
+measures its variants in interleaved rounds (each in a fresh worker process) and judges the
+targets from the issue. ``SCENARIOS`` maps the names ``--only`` accepts to those functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from benchmarks.model import Options, ScenarioResult
+from benchmarks.scenarios import balance, cpu, overhead, scale, sidecar, sync
+
+__all__ = ["SCENARIOS", "ScenarioFn"]
+
+ScenarioFn = Callable[[Options], ScenarioResult]
+
+SCENARIOS: dict[str, ScenarioFn] = {
+    cpu.NAME: cpu.run,
+    overhead.NAME: overhead.run,
+    sidecar.NAME: sidecar.run,
+    sync.NAME: sync.run,
+    balance.SLOW: balance.run_slow,
+    balance.FAILING: balance.run_failing,
+    scale.NAME: scale.run,
+}

@@ -1,0 +1,104 @@
+"""``overhead``: what the mesh layer itself costs on top of its own HTTP engine, at c=1.
+
+Why: ``cpu`` compares meshlib with stock httpx, which mostly measures the engine and httpx's
+client layer. This scenario holds both fixed. The baseline is a stock ``httpx.AsyncClient``
+over meshlib's bare ``AsyncEngine`` with client-side round robin; the variant under test is
+the *same* stock ``httpx.AsyncClient`` over ``meshlib.AsyncMeshTransport`` (which wraps the
+same engine). Their difference is the mesh layer alone: addressing, the discovery lookup, the
+P2C pick, the call / attempt bookkeeping (retry policy, budget, failure accrual, stats), load
+tracking and the response-stream wrapper. That difference is judged against the target.
+
+Two more rows are context: the transport with retries off (``RetryPolicy(max_attempts=1)``),
+to show what the retry machinery costs when nothing fails, and ``AsyncMeshClient`` itself,
+whose client layer has fast paths of its own (URL reuse, no cookie parsing without
+``Set-Cookie``), so *its* difference to the bare engine mixes the mesh's cost with those
+savings and can even be negative.
+
+The differences are small next to the totals, so they are taken per round (the variants run
+back to back in each round) and the median of those paired differences is reported, which
+cancels most of the drift between rounds. For the same reason this scenario runs three times
+as many rounds as ``--rounds`` asks for, each shorter: a burst of load from another process
+then spoils one pair out of many instead of one out of five.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.model import Options, Row, ScenarioResult
+from benchmarks.runner import Variant, interleave
+from benchmarks.scenarios.common import at_most, check_clean, column
+from benchmarks.servers import nginx_replicas
+
+__all__ = ["NAME", "TARGET_US", "run"]
+
+NAME = "overhead"
+TARGET_US = 30.0
+ROUND_FACTOR = 3
+_LABELS = {
+    "engine": "httpx.AsyncClient(transport=AsyncEngine()) round robin",
+    "transport": "httpx.AsyncClient(transport=AsyncMeshTransport())",
+    "transport-noretry": "httpx.AsyncClient(transport=AsyncMeshTransport()), retries off",
+    "client": "meshlib AsyncMeshClient",
+}
+
+
+def _spec(
+    client: str, urls: list[str], opts: Options, mesh: dict[str, bool] | None = None
+) -> dict[str, Any]:
+    return {
+        "mesh": mesh,
+        "kind": "closed-async",
+        "client": client,
+        "urls": urls,
+        "concurrency": 1,
+        "requests": opts.scale(3000, 1000),
+        "warmup": opts.scale(300, 100),
+        "max_seconds": opts.seconds(20.0, 5.0),
+        "balancer": "p2c-peak-ewma",
+    }
+
+
+def _diff_row(res: ScenarioResult, label: str, row: Row, base: Row) -> Row:
+    diffs = [m - e for m, e in zip(row.rounds, base.rounds, strict=True)]
+    return res.add(Row(label, "CPU µs/request, paired difference", diffs))
+
+
+def run(opts: Options) -> ScenarioResult:
+    res = ScenarioResult(
+        NAME,
+        "The mesh layer's own CPU cost (c=1)",
+        "Same stock httpx client over AsyncMeshTransport minus over the bare AsyncEngine; "
+        f"paired per round ({ROUND_FACTOR} x --rounds rounds).",
+    )
+    with nginx_replicas(3) as replicas:
+        urls = [s.url for s in replicas]
+        variants = [
+            Variant("engine", _spec("engine", urls, opts)),
+            Variant("transport", _spec("mesh-transport", urls, opts)),
+            Variant("transport-noretry", _spec("mesh-transport", urls, opts, {"retries": False})),
+            Variant("client", _spec("mesh", urls, opts)),
+        ]
+        data = interleave(NAME, variants, ROUND_FACTOR * opts.rounds, opts.verbose)
+    rows: dict[str, Row] = {}
+    for key, label in _LABELS.items():
+        res.notes.extend(check_clean(label, data[key]))
+        rows[key] = res.add(Row(label, "CPU µs/request", column(data[key], "cpu_us_per_request")))
+    res.ratio_to(rows["engine"], rows["transport"], rows["transport-noretry"], rows["client"])
+    at_most(
+        _diff_row(res, "mesh layer (transport - engine)", rows["transport"], rows["engine"]),
+        TARGET_US,
+        "µs",
+    )
+    _diff_row(
+        res,
+        "mesh layer, retries off (transport - engine)",
+        rows["transport-noretry"],
+        rows["engine"],
+    )
+    _diff_row(res, "AsyncMeshClient - engine (context)", rows["client"], rows["engine"])
+    res.notes.append(
+        "Mesh rows use MeshConfig's defaults (retries on, max_attempts 3; no request fails "
+        "here, so none is retried) unless they say retries off (RetryPolicy(max_attempts=1))."
+    )
+    return res

@@ -1,0 +1,50 @@
+"""Entry point of one measurement process: ``python -m benchmarks.worker '<json spec>'``.
+
+Why a fresh process per variant and round: an interpreter that has already run another client
+carries its allocator state, warmed caches and imported modules; a fresh one measures each
+variant from the same starting point. The parent (``benchmarks.runner``) starts this module,
+passes a JSON spec naming the measurement (``kind``) and its parameters, and reads one JSON
+result line prefixed with ``RESULT `` from stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from benchmarks.loops import closed_async, closed_sync, open_loop
+from benchmarks.scale_worker import scale_memory, scale_pick
+
+__all__ = ["KINDS", "RESULT_PREFIX", "main"]
+
+RESULT_PREFIX = "RESULT "
+
+KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "closed-async": closed_async,
+    "closed-sync": closed_sync,
+    "open-loop": open_loop,
+    "scale-memory": scale_memory,
+    "scale-pick": scale_pick,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        sys.stderr.write("usage: python -m benchmarks.worker '<json spec>'\n")
+        return 2
+    spec: dict[str, Any] = json.loads(args[0])
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        sys.stderr.write(f"unknown kind {kind!r}; expected one of {sorted(KINDS)}\n")
+        return 2
+    result = KINDS[kind](spec)
+    sys.stdout.write(RESULT_PREFIX + json.dumps(result) + "\n")
+    sys.stdout.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
