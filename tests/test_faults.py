@@ -267,3 +267,17 @@ async def test_retried_attempts_release_their_load_and_count_as_failures() -> No
     assert ep["in_flight"] == 0
     assert ep["requests_in_window"] == 3
     assert ep["success_rate"] == 0.0
+
+
+async def test_response_says_which_endpoint_answered_after_how_many_attempts(ok: Upstream) -> None:
+    async with Upstream(UpstreamBehaviour(name="bad", fail_fraction=1.0)) as bad:
+        async with _client(
+            [f"127.0.0.1:{bad.port}", f"127.0.0.1:{ok.port}"],
+            balancer="round-robin",
+            clock=ManualClock(),
+        ) as client:
+            r = await client.get("http://users/")
+    mesh = r.extensions["mesh"]
+    assert mesh["endpoint"] == f"127.0.0.1:{ok.port}"
+    assert mesh["attempts"] == 2
+    assert mesh["history"] == [f"#1 127.0.0.1:{bad.port}: 503"]

@@ -325,6 +325,15 @@ class Call:
             err.add_note(self.note())
         return err
 
+    def outcome(self, attempt: Attempt) -> dict[str, object]:
+        """``response.extensions["mesh"]``: which endpoint answered, after how many attempts."""
+        return {
+            "service": str(self.service.target),
+            "endpoint": attempt.state.address,
+            "attempts": self.attempts,
+            "history": list(self.history),
+        }
+
     def note(self) -> str:
         return f"meshlib: {self.attempts} attempt(s) to {self.service.target}: " + "; ".join(
             self.history

@@ -28,6 +28,7 @@ from typing import Any
 
 from opentelemetry import metrics
 from opentelemetry.metrics import CallbackOptions, Observation
+from opentelemetry.metrics import _internal as _metrics_internal
 
 __all__ = ["DURATION_BUCKETS", "MeshMetrics"]
 
@@ -35,7 +36,10 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 
 
 
 def _installed() -> bool:
-    provider = metrics.get_meter_provider()
+    # As in ``tracing``: the API's global, without ``get_meter_provider()``'s environment read.
+    provider = getattr(_metrics_internal, "_METER_PROVIDER", None)
+    if provider is None:
+        return False
     return type(provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
 
 

@@ -45,6 +45,7 @@ __all__ = [
 _REDACT_PARAMS = frozenset({"sig", "signature", "awsaccesskeyid", "x-goog-signature"})
 _SUPPRESS_HTTP = context._SUPPRESS_HTTP_INSTRUMENTATION_KEY  # the key instrumentations check
 _INVALID = trace.INVALID_SPAN
+_UNKNOWN = object()
 
 
 def redact_url(url: httpx.URL) -> str:
@@ -66,8 +67,15 @@ def redact_url(url: httpx.URL) -> str:
 
 
 def _tracing_installed() -> bool:
-    provider = trace.get_tracer_provider()
-    return not isinstance(provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider)
+    # ``get_tracer_provider()`` reads os.environ on every call while no provider is set; the
+    # API's own global tells the same thing without that cost (checked with a fallback in case
+    # the API ever renames it).
+    provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
+    if provider is _UNKNOWN:
+        provider = trace.get_tracer_provider()
+    return provider is not None and not isinstance(
+        provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider
+    )
 
 
 @contextmanager

@@ -100,6 +100,7 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
                         assert isinstance(response.stream, httpx.AsyncByteStream)
                         tracked = TrackedAsyncStream(response.stream, attempt, call.body_expired)
                         response.stream = tracked
+                        response.extensions["mesh"] = call.outcome(attempt)
                         if not prefetch:
                             attempt.after, release = release, None
                             return response
@@ -206,6 +207,7 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
                         assert isinstance(response.stream, httpx.SyncByteStream)
                         tracked = TrackedSyncStream(response.stream, attempt, call.body_expired)
                         response.stream = tracked
+                        response.extensions["mesh"] = call.outcome(attempt)
                         if not prefetch:
                             attempt.after, release = release, None
                             return response
