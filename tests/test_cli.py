@@ -216,3 +216,10 @@ def test_check_reports_bad_configuration(
     out = capsys.readouterr().out
     assert "OK    static discovery (MESH_STATIC_ENDPOINTS): 1 service(s): users" in out
     assert "FAIL  admin: MESH_ADMIN_ADDR" in out
+
+
+def test_bench_lists_the_scenarios(capfd: pytest.CaptureFixture[str]) -> None:
+    assert main(["bench", "--list"]) == 0
+    out = capfd.readouterr().out
+    assert "cpu" in out
+    assert "slow-replica" in out

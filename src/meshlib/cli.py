@@ -14,7 +14,9 @@ import argparse
 import dataclasses
 import json
 import re
+import subprocess
 import sys
+from pathlib import Path
 from collections.abc import Mapping, Sequence
 from typing import Any, NoReturn
 
@@ -79,7 +81,39 @@ def _parser() -> argparse.ArgumentParser:
         "--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)"
     )
     status.add_argument("--json", action="store_true", help="print the raw JSON state")
+    bench = sub.add_parser(
+        "bench", help="run the benchmark suite (from a source checkout) and write its table"
+    )
+    bench.add_argument("--quick", action="store_true", help="a short smoke run (~2-3 min)")
+    bench.add_argument("--only", help="comma-separated scenario names (see --list)")
+    bench.add_argument("--list", action="store_true", help="list the scenarios")
+    bench.add_argument("--rounds", type=int, help="interleaved rounds per scenario (default 5)")
     return parser
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    """Run ``python -m benchmarks`` in the checkout this package was installed from.
+
+    The suite needs nginx, HAProxy and the repository's benchmarks/ package, which is not part
+    of the installed library, so it only runs from a source checkout (``pip install -e``)."""
+    root = Path(__file__).resolve().parents[2]
+    if not (root / "benchmarks" / "__main__.py").is_file():
+        print(
+            "meshlib: bench needs a source checkout of meshlib (benchmarks/ is not installed "
+            "with the package); clone the repository and pip install -e '.[dev]'",
+            file=sys.stderr,
+        )
+        return 2
+    argv = [sys.executable, "-m", "benchmarks"]
+    if args.quick:
+        argv.append("--quick")
+    if args.list:
+        argv.append("--list")
+    if args.only:
+        argv += ["--only", args.only]
+    if args.rounds:
+        argv += ["--rounds", str(args.rounds)]
+    return subprocess.run(argv, cwd=root, check=False).returncode
 
 
 def _cmd_resolve(service: str) -> int:
@@ -327,6 +361,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_resolve(args.service)
         if args.command == "check":
             return _cmd_check(args.timeout)
+        if args.command == "bench":
+            return _cmd_bench(args)
         if args.command == "status":
             return _cmd_status(args.url, args.token, args.timeout, args.json)
         return _cmd_config()
