@@ -15,6 +15,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks.loops import closed_async, closed_sync, open_loop
+from benchmarks.resilience_worker import (
+    consul_change,
+    consul_idle,
+    consul_outage,
+    mesh_open_loop,
+    otel_api_check,
+    otel_closed,
+)
 from benchmarks.scale_worker import scale_memory, scale_pick
 
 __all__ = ["KINDS", "RESULT_PREFIX", "main"]
@@ -27,6 +35,12 @@ KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "open-loop": open_loop,
     "scale-memory": scale_memory,
     "scale-pick": scale_pick,
+    "mesh-open-loop": mesh_open_loop,
+    "consul-change": consul_change,
+    "consul-idle": consul_idle,
+    "consul-outage": consul_outage,
+    "otel-closed": otel_closed,
+    "otel-api-check": otel_api_check,
 }
 
 

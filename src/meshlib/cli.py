@@ -16,8 +16,8 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
