@@ -10,7 +10,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from benchmarks.model import Options, ScenarioResult
-from benchmarks.scenarios import balance, cpu, overhead, scale, sidecar, sync
+from benchmarks.scenarios import (
+    balance,
+    consul,
+    cpu,
+    otel,
+    overhead,
+    resilience,
+    scale,
+    sidecar,
+    success_path,
+    sync,
+)
 
 __all__ = ["SCENARIOS", "ScenarioFn"]
 
@@ -24,4 +35,11 @@ SCENARIOS: dict[str, ScenarioFn] = {
     balance.SLOW: balance.run_slow,
     balance.FAILING: balance.run_failing,
     scale.NAME: scale.run,
+    resilience.R503: resilience.run_503,
+    resilience.STORM: resilience.run_storm,
+    resilience.HANG: resilience.run_hang,
+    success_path.NAME: success_path.run,
+    consul.CHANGE: consul.run_change,
+    consul.OUTAGE: consul.run_outage,
+    otel.NAME: otel.run,
 }

@@ -34,6 +34,13 @@ def ssl_context_for(settings: ConsulSettings) -> ssl.SSLContext | bool:
     return ctx
 
 
+WATCH_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=64)
+"""Every watched service parks one blocking query, and so holds one connection, for up to its
+wait: a pool cap (httpx's default is 100) would stall the 101st watch. Consul itself limits
+connections per client address (``limits.http_max_conns_per_client``, 200 by default); raise it
+on agents whose clients watch more services than that."""
+
+
 def _client_kwargs(settings: ConsulSettings, timeout: float) -> dict[str, Any]:
     kw: dict[str, Any] = {
         "base_url": settings.base_url,
@@ -112,7 +119,7 @@ class AsyncConsulHTTP(_Common, consul.base.HTTPClient):  # type: ignore[misc]
         self.settings = settings
         self.stale = stale
         transport = httpx.AsyncHTTPTransport(
-            uds=settings.unix_socket, verify=ssl_context_for(settings)
+            uds=settings.unix_socket, verify=ssl_context_for(settings), limits=WATCH_LIMITS
         )
         self.client = httpx.AsyncClient(transport=transport, **_client_kwargs(settings, timeout))
 
