@@ -141,6 +141,8 @@ async def test_consul_down_mid_run_keeps_serving_last_known(
             state = client.mesh_state()["services"]["users"]
             assert state["stale"] is True
             assert state["staleness_s"] >= 0
+            assert state["discovery"]["errors"] >= 1
+            assert state["discovery"]["last_error"]
             c.up()
             await _until(lambda: not d.lookup(Target("users")).stale, limit=5.0)  # type: ignore[union-attr]
     warnings = [r for r in caplog.records if "serving the last known" in r.getMessage()]

@@ -110,10 +110,6 @@ class EndpointSet:
         i = int(rng.random() * self._n)
         return i if rng.random() < self._prob[i] else self._alias[i]
 
-    def dead_count(self, now: float) -> int:
-        """How many endpoints accrual currently holds dead (O(n); used for state, not per pick)."""
-        return sum(1 for s in self.states if not s.available(now))
-
 
 def _vose(weights: Sequence[float]) -> tuple[list[float], list[int]]:
     """Vose's alias tables for ``weights``: O(n) to build, O(1) to sample."""

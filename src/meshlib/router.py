@@ -161,10 +161,6 @@ class Router:
 
         return on_change
 
-    def group(self, target: Target) -> HealthGroup | None:
-        """The accrual group of a service (for state snapshots)."""
-        return self._groups.get(target)
-
     def services(self) -> Iterator[ServiceState]:
         """Every service used so far, for state snapshots."""
         return iter(list(self._services.values()))

@@ -57,6 +57,8 @@ def snapshot(
 ) -> dict[str, Any]:
     """Everything about every service used so far, as plain JSON types."""
     now = router.clock.now()
+    watches = getattr(router.discovery, "watch_state", None)
+    watch = watches() if watches is not None else {}
     services: dict[str, Any] = {}
     for known in router.services():
         try:
@@ -76,6 +78,9 @@ def snapshot(
             "dead": dead,
             "panic": bool(endpoints) and dead * 2 > len(endpoints),
         }
+        if str(svc.target) in watch:
+            # Consul: the watch's index, consecutive errors and the last one (no secrets).
+            entry["discovery"] = watch[str(svc.target)]
         budget = budgets.get(svc.target)
         if budget is not None:
             entry["budget"] = budget.snapshot()

@@ -27,12 +27,11 @@ from typing import Any
 
 import httpx
 from opentelemetry import baggage, context, propagate, trace
-from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from meshlib.errors import DeadlineExceeded, DiscoveryError, NoEndpointsAvailable, RateLimited
 
 __all__ = [
-    "NOOP_SPAN",
     "PassThroughSpan",
     "Tracing",
     "attached",
@@ -44,7 +43,6 @@ __all__ = [
 
 _REDACT_PARAMS = frozenset({"sig", "signature", "awsaccesskeyid", "x-goog-signature"})
 _SUPPRESS_HTTP = context._SUPPRESS_HTTP_INSTRUMENTATION_KEY  # the key instrumentations check
-_INVALID = trace.INVALID_SPAN
 _UNKNOWN = object()
 
 
@@ -264,6 +262,3 @@ def error_type(error: BaseException) -> str:
     if isinstance(error, httpx.TimeoutException):
         return "timeout"
     return type(error).__qualname__
-
-
-NOOP_SPAN: Span = NonRecordingSpan(_INVALID.get_span_context())
