@@ -10,7 +10,9 @@ loops in ``benchmarks.loops``:
   the upstreams registered, a client discovering them through it, and one event (a
   deregistration, a quiet period, an outage);
 * ``otel_closed`` - the ``closed-async`` CPU loop after installing an OpenTelemetry SDK variant;
-* ``otel_api_check`` - the per-request "is anybody listening?" checks in a tight loop.
+* ``otel_api_check`` - the per-request "is anybody listening?" checks in a tight loop;
+* ``otel_sdk_floor`` - the SDK's own cost for what one single-attempt call asks of it (two spans
+  and an inject, or two histogram records), through the public API with no meshlib at all.
 
 Every loop is bounded by a request count or a duration; all traffic stays on 127.0.0.1.
 """
@@ -43,6 +45,7 @@ __all__ = [
     "mesh_open_loop",
     "otel_api_check",
     "otel_closed",
+    "otel_sdk_floor",
 ]
 
 Spec = dict[str, Any]
@@ -294,6 +297,7 @@ def _install_sdk(variant: str) -> None:
 
         from meshlib.telemetry import configure
 
+        # A TracerProvider with a BatchSpanProcessor; "none" metrics install no MeterProvider.
         configure(traces="none", metrics_exporter="none", span_exporter=NoopExporter())
         return
     if variant == "metrics":
@@ -331,3 +335,86 @@ def otel_api_check(spec: Spec) -> Spec:
             enabled()
         best = min(best, time.perf_counter() - t0)
     return {"us_per_check": best / n * 1e6, "active": tracing.active(), "enabled": enabled()}
+
+
+def _trace_floor() -> Any:
+    from opentelemetry import propagate, trace
+    from opentelemetry.trace import SpanKind
+
+    tracer = trace.get_tracer("floor")
+    attempt_attrs = {
+        "http.request.method": "GET",
+        "server.address": SERVICE,
+        "server.port": 80,
+        "url.full": f"http://{SERVICE}/",
+        "network.peer.address": "127.0.0.1",
+        "network.peer.port": 8080,
+    }
+
+    def one_call() -> None:
+        call = tracer.start_span(
+            f"mesh {SERVICE}",
+            kind=SpanKind.INTERNAL,
+            attributes={"mesh.service": SERVICE, "http.request.method": "GET"},
+        )
+        parent = trace.set_span_in_context(call)
+        span = tracer.start_span(
+            "GET", context=parent, kind=SpanKind.CLIENT, attributes=dict(attempt_attrs)
+        )
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(span))
+        span.set_attribute("http.response.status_code", 200)
+        span.end()
+        call.set_attribute("http.response.status_code", 200)
+        call.end()
+
+    return one_call
+
+
+def _metrics_floor() -> Any:
+    from opentelemetry import metrics
+
+    from meshlib.metrics import DURATION_BUCKETS
+
+    meter = metrics.get_meter("floor")
+    attempt = meter.create_histogram(
+        "floor.attempt", unit="s", explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS)
+    )
+    call = meter.create_histogram(
+        "floor.call", unit="s", explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS)
+    )
+    attempt_attrs = {
+        "http.request.method": "GET",
+        "server.address": SERVICE,
+        "server.port": 80,
+        "http.response.status_code": 200,
+    }
+    call_attrs = {"http.request.method": "GET", "server.address": SERVICE}
+
+    def one_call() -> None:
+        attempt.record(0.001, attempt_attrs)
+        call.record(0.001, call_attrs)
+
+    return one_call
+
+
+def otel_sdk_floor(spec: Spec) -> Spec:
+    """CPU µs the SDK itself spends on one single-attempt call's telemetry (median of repeats).
+
+    Why: the per-request targets are paid mostly inside the SDK; this separates that floor from
+    meshlib's own glue, in the same kind of process and the same run.
+    """
+    variant = str(spec["sdk"])
+    _install_sdk(variant)
+    one_call = _trace_floor() if variant == "traces" else _metrics_floor()
+    n = int(spec["iterations"])
+    for _ in range(min(n, 2_000)):
+        one_call()
+    samples = []
+    for _ in range(int(spec.get("repeats", 5))):
+        c0 = time.process_time()
+        for _ in range(n):
+            one_call()
+        samples.append((time.process_time() - c0) / n * 1e6)
+    samples.sort()
+    return {"us_per_call": samples[len(samples) // 2]}

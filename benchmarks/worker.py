@@ -22,6 +22,7 @@ from benchmarks.resilience_worker import (
     mesh_open_loop,
     otel_api_check,
     otel_closed,
+    otel_sdk_floor,
 )
 from benchmarks.scale_worker import scale_memory, scale_pick
 
@@ -41,6 +42,7 @@ KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "consul-outage": consul_outage,
     "otel-closed": otel_closed,
     "otel-api-check": otel_api_check,
+    "otel-sdk-floor": otel_sdk_floor,
 }
 
 

@@ -108,3 +108,45 @@ async def test_state_changes_are_logged_once_with_structured_fields(
 
 def test_library_logger_has_a_null_handler() -> None:
     assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("meshlib").handlers)
+
+
+async def test_active_requests_and_gauges_cover_every_client(
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    """Observable instruments keep only the first callback registered under a name, so one
+    callback must report every live client: two clients' services both show, and an attempt
+    whose body is still streaming counts as in flight until the stream closes."""
+    async with (
+        Upstream(UpstreamBehaviour(name="a")) as a,
+        Upstream(UpstreamBehaviour(name="b")) as b,
+    ):
+        first = meshlib.AsyncMeshClient(
+            discovery=meshlib.StaticDiscovery({"users": [f"127.0.0.1:{a.port}"]}),
+            clock=ManualClock(),
+        )
+        second = meshlib.AsyncMeshClient(
+            discovery=meshlib.StaticDiscovery({"orders": [f"127.0.0.1:{b.port}"]}),
+            clock=ManualClock(),
+        )
+        async with first, second:
+            await first.get("http://users/")
+            async with second.stream("GET", "http://orders/") as streaming:
+                m = _metrics(metric_reader)
+                active = {
+                    p.attributes["server.address"]: p.value
+                    for p in m["http.client.active_requests"].data.data_points
+                }
+                assert active == {"users": 0, "orders": 1}
+                await streaming.aread()
+            m = _metrics(metric_reader)
+            active = {
+                p.attributes["server.address"]: p.value
+                for p in m["http.client.active_requests"].data.data_points
+            }
+            assert active == {"users": 0, "orders": 0}
+            services = {
+                p.attributes["mesh.service"] for p in m["mesh.client.endpoints"].data.data_points
+            }
+            assert services == {"users", "orders"}
+        # Closed clients are no longer reported.
+        assert "http.client.active_requests" not in _metrics(metric_reader)

@@ -6,11 +6,13 @@ import httpx
 import pytest
 from opentelemetry import metrics, trace
 from opentelemetry.metrics import _internal as metrics_internal
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.util._once import Once
 
 import meshlib
 from meshlib.clock import ManualClock
+from meshlib.metrics import MeshMetrics
 from meshlib.telemetry import configure, format_trace_tree
 
 
@@ -31,7 +33,9 @@ async def test_configure_installs_sdk_and_traces_flow(clean_globals: None) -> No
     exporter = InMemorySpanExporter()
     installed = configure(traces="none", metrics_exporter="none", span_exporter=exporter)
     assert installed.tracer_provider is trace.get_tracer_provider()
-    assert installed.meter_provider is metrics.get_meter_provider()
+    # No metric exporter and no reader: no MeterProvider, so calls pay nothing for metrics.
+    assert installed.meter_provider is None
+    assert not MeshMetrics.enabled()
     calls = {"n": 0}
 
     def handler(request: httpx.Request) -> httpx.Response:
@@ -50,6 +54,14 @@ async def test_configure_installs_sdk_and_traces_flow(clean_globals: None) -> No
     assert any("503" in line for line in lines)
     assert any("resend_count=1" in line for line in lines)
     assert any("mesh.retry" in line for line in lines)
+
+
+def test_configure_installs_a_meter_provider_for_a_reader(clean_globals: None) -> None:
+    reader = InMemoryMetricReader()
+    installed = configure(traces="none", metrics_exporter="none", metric_reader=reader)
+    assert installed.meter_provider is metrics.get_meter_provider()
+    assert MeshMetrics.enabled()
+    installed.shutdown()
 
 
 def test_configure_leaves_an_installed_provider_alone(clean_globals: None) -> None:

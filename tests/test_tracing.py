@@ -11,7 +11,7 @@ from opentelemetry.trace import SpanKind
 import meshlib
 from meshlib.clock import ManualClock
 from meshlib.tracing import redact_url
-from meshlib.upstream import Upstream, UpstreamBehaviour
+from meshlib.upstream import Upstream, UpstreamBehaviour, UpstreamThread
 
 
 @pytest.fixture
@@ -209,3 +209,45 @@ async def test_b3_propagation_when_configured(
     (attempt,) = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
     assert int(seen[0]["x-b3-spanid"], 16) == attempt.context.span_id
     assert "traceparent" not in seen[0]
+
+
+async def test_attempt_headers_go_on_the_wire_without_changing_the_callers_request(
+    spans: InMemorySpanExporter, bad_and_ok: tuple[Upstream, Upstream]
+) -> None:
+    """Trace context and deadline are the attempt's own: the upstream sees exactly one of each
+    (the caller's stale traceparent is replaced, not duplicated), and the caller's request
+    object keeps its own headers, so nothing follows a redirect out of the mesh."""
+    _, ok = bad_and_ok
+    stale = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    async with _client(ok, timeout=5.0) as client:
+        request = client.build_request("GET", "http://users/echo", headers={"traceparent": stale})
+        r = await client.send(request)
+    assert r.status_code == 200
+    raw = ok.stats().recent_headers[-1]
+    names = [k.lower() for k, _ in raw]
+    assert names.count("traceparent") == 1
+    assert names.count(meshlib.DEADLINE_HEADER) == 1
+    (attempt,) = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert _traceparent_span_id(dict(raw)) == attempt.context.span_id
+    assert request.headers["traceparent"] == stale
+    assert meshlib.DEADLINE_HEADER not in request.headers
+    assert r.request.url == httpx.URL("http://users/echo")
+    assert "mesh_attempt_headers" not in r.request.extensions
+
+
+def test_sync_client_sends_attempt_headers_without_changing_the_request(
+    spans: InMemorySpanExporter,
+) -> None:
+    with UpstreamThread(UpstreamBehaviour(name="ok")) as ok:
+        with meshlib.MeshClient(
+            discovery=meshlib.StaticDiscovery({"users": [f"127.0.0.1:{ok.port}"]}),
+            config=meshlib.MeshConfig(timeout=5.0),
+        ) as client:
+            request = client.build_request("GET", "http://users/echo")
+            r = client.send(request)
+    assert r.status_code == 200
+    (attempt,) = [s for s in spans.get_finished_spans() if s.kind is SpanKind.CLIENT]
+    assert _traceparent_span_id(r.json()["headers"]) == attempt.context.span_id
+    assert meshlib.DEADLINE_HEADER in r.json()["headers"]
+    assert "traceparent" not in request.headers
+    assert meshlib.DEADLINE_HEADER not in request.headers

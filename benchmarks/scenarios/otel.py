@@ -7,13 +7,17 @@ worker process, ``AsyncMeshClient`` with the default config, c = 1, three nginx 
 * A - no SDK (the API's proxy providers only);
 * B - ``meshlib.telemetry.configure(traces="none", metrics_exporter="none",
   span_exporter=NoopExporter())``: an SDK ``TracerProvider`` with a ``BatchSpanProcessor`` feeding
-  an exporter whose ``export`` returns ``SUCCESS``, and (configure installs it too) an SDK
-  ``MeterProvider`` without readers;
+  an exporter whose ``export`` returns ``SUCCESS`` (every trace sampled); no ``MeterProvider``;
 * C - an SDK ``MeterProvider`` with an ``InMemoryMetricReader`` only (set directly, no tracer).
 
 B - A and C - A are medians of per-round paired differences. "API only" has no switch to turn
 observability off, so it is measured directly: with no SDK the per-request cost is the two
 checks ``Tracing().active()`` + ``MeshMetrics.enabled()``, timed in a tight loop.
+
+The SDK floor rows time, in their own worker with the same SDK set-up and no meshlib, exactly
+what one single-attempt call asks of the SDK: the INTERNAL and CLIENT spans with meshlib's
+attributes, one inject, two status attributes and two ends (B); the attempt and call duration
+records with their attribute sets (C). B - A - floor is then meshlib's own glue.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ __all__ = ["NAME", "run"]
 NAME = "otel-overhead"
 _LABELS = {
     "none": "A: no SDK",
-    "traces": "B: SDK traces (Batch + no-op exporter) + metrics",
+    "traces": "B: SDK traces (Batch + no-op exporter)",
     "metrics": "C: SDK metrics only (InMemoryMetricReader)",
 }
 
@@ -60,6 +64,9 @@ def run(opts: Options) -> ScenarioResult:
         urls = [s.url for s in replicas]
         variants = [Variant(k, _spec(urls, k, opts)) for k in _LABELS]
         variants.append(Variant("api", {"kind": "otel-api-check", "iterations": 200_000}))
+        for sdk in ("traces", "metrics"):
+            floor = {"kind": "otel-sdk-floor", "sdk": sdk, "iterations": opts.scale(5000, 1000)}
+            variants.append(Variant(f"floor-{sdk}", floor))
         data = interleave(NAME, variants, opts.rounds, opts.verbose)
     rows = {}
     for key, label in _LABELS.items():
@@ -76,6 +83,29 @@ def run(opts: Options) -> ScenarioResult:
     c_a = [c - x for c, x in zip(rows["metrics"].rounds, a, strict=True)]
     at_most(res.add(Row("B - A", "CPU µs/request, paired difference", b_a)), 40.0, "µs")
     at_most(res.add(Row("C - A", "CPU µs/request, paired difference", c_a)), 10.0, "µs")
+    floors = {}
+    for sdk, what in (("traces", "two spans + inject"), ("metrics", "two histogram records")):
+        floors[sdk] = res.add(
+            Row(
+                f"SDK floor ({sdk}): {what}, no meshlib",
+                "CPU µs per call",
+                column(data[f"floor-{sdk}"], "us_per_call"),
+            )
+        ).rounds
+    res.add(
+        Row(
+            "B - A - floor: meshlib's tracing glue",
+            "CPU µs/request",
+            [d - f for d, f in zip(b_a, floors["traces"], strict=True)],
+        )
+    )
+    res.add(
+        Row(
+            "C - A - floor: meshlib's metrics glue",
+            "CPU µs/request",
+            [d - f for d, f in zip(c_a, floors["metrics"], strict=True)],
+        )
+    )
     api = res.add(
         Row(
             "A: API only (no SDK)",

@@ -49,6 +49,7 @@ class Attempt:
         "_done",
         "after",
         "error",
+        "headers",
         "klass",
         "number",
         "observer",
@@ -70,6 +71,9 @@ class Attempt:
         """Telemetry hook: called once at the end with the round-trip time (None if cancelled)."""
         self.status: int | None = None
         self.error: str | None = None
+        self.headers: list[tuple[str, str]] = []
+        """Headers for this attempt only (deadline, trace context): the caller's request is
+        never changed, so nothing mesh-specific follows a redirect out of the mesh."""
         health = state.health
         # The balancer's admit() just claimed the probe if the endpoint is probing.
         self.probe = health is not None and getattr(health, "state", "alive") == "probing"

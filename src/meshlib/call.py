@@ -193,7 +193,7 @@ class Call:
         if remaining is not None:
             request.extensions["mesh_deadline"] = time.monotonic() + remaining
             if self._settings.propagate_deadline:
-                request.headers[DEADLINE_HEADER] = format_deadline(remaining)
+                attempt.headers.append((DEADLINE_HEADER, format_deadline(remaining)))
         return attempt
 
     def _timeouts(self, remaining: float | None) -> dict[str, float | None]:

@@ -10,7 +10,7 @@ Instruments (documented in docs/observability.md):
 
 * ``http.client.request.duration`` (s, histogram, buckets 0.005-10): each attempt, until its
   response stream closed;
-* ``http.client.active_requests`` (up-down counter): attempts in flight;
+* ``http.client.active_requests`` (observable up-down counter): attempts in flight;
 * ``mesh.client.call.duration`` (s, histogram): each logical call, retries included;
 * ``mesh.client.retries`` (counter): retries and requeues, by ``mesh.retry.reason``;
 * ``mesh.client.retry_budget.exhausted`` (counter);
@@ -19,11 +19,22 @@ Instruments (documented in docs/observability.md):
   (healthy/ejected) per service;
 * ``mesh.discovery.staleness`` (s, observable gauge): age of the last good answer, per service;
 * ``mesh.discovery.updates`` (counter): endpoint-set changes applied, per service.
+
+Cost with an SDK installed: each synchronous measurement costs the SDK several microseconds,
+most of it spent cleaning and hashing the attribute set, so the per-request path makes exactly
+two (the attempt's and the call's duration) and passes attribute dicts built once per distinct
+set. Attempts in flight are counted in a plain dict and reported by an observable counter at
+collection time, which is what the SDK would aggregate anyway.
+
+Observable instruments are registered once per process: the SDK keeps the first callback
+registered under a name and silently drops later ones, so one callback reports every live
+client (``_LIVE``) instead of only the first client created.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from opentelemetry import metrics
@@ -34,6 +45,12 @@ __all__ = ["DURATION_BUCKETS", "MeshMetrics"]
 
 DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
+Gauges = Callable[[], Iterable[tuple[str, int, int, float]]]
+"""(service, healthy, ejected, staleness seconds) per service of one client."""
+
+_LIVE: weakref.WeakSet[MeshMetrics] = weakref.WeakSet()
+_ATTR_CACHE_LIMIT = 4096
+
 
 def _installed() -> bool:
     # As in ``tracing``: the API's global, without ``get_meter_provider()``'s environment read.
@@ -43,22 +60,57 @@ def _installed() -> bool:
     return type(provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
 
 
-class MeshMetrics:
-    """The instruments of one pipeline; ``observe`` supplies the per-service gauges."""
+def _active_requests(options: CallbackOptions) -> Iterable[Observation]:
+    totals: dict[tuple[str, str, int], int] = {}
+    for m in list(_LIVE):
+        for key, n in list(m.in_flight.items()):
+            totals[key] = totals.get(key, 0) + n
+    for (method, service, port), n in totals.items():
+        yield Observation(
+            n, {"http.request.method": method, "server.address": service, "server.port": port}
+        )
 
-    def __init__(self, observe: Callable[[], Iterable[tuple[str, int, int, float]]]) -> None:
+
+def _services() -> dict[str, tuple[int, int, float]]:
+    # Two clients that call the same service each see its endpoints; report one view (the
+    # larger count, the worse staleness) rather than adding them up.
+    merged: dict[str, tuple[int, int, float]] = {}
+    for m in list(_LIVE):
+        for service, healthy, ejected, stale in m.gauges():
+            seen = merged.get(service)
+            if seen is not None:
+                healthy = max(healthy, seen[0])
+                ejected = max(ejected, seen[1])
+                stale = max(stale, seen[2])
+            merged[service] = (healthy, ejected, stale)
+    return merged
+
+
+def _endpoints(options: CallbackOptions) -> Iterable[Observation]:
+    for service, (healthy, ejected, _) in _services().items():
+        yield Observation(healthy, {"mesh.service": service, "mesh.endpoint.state": "healthy"})
+        yield Observation(ejected, {"mesh.service": service, "mesh.endpoint.state": "ejected"})
+
+
+def _staleness(options: CallbackOptions) -> Iterable[Observation]:
+    for service, (_, _, stale) in _services().items():
+        yield Observation(stale, {"mesh.service": service})
+
+
+class MeshMetrics:
+    """The instruments of one pipeline; ``gauges`` supplies its per-service gauge values."""
+
+    def __init__(self, gauges: Gauges) -> None:
         meter = metrics.get_meter("meshlib")
-        self._observe = observe
+        self.gauges = gauges
+        self.in_flight: dict[tuple[str, str, int], int] = {}
+        """Attempts in flight by (method, service, port), read by the observable counter."""
+        self._attrs: dict[tuple[str, str, int, int | None, str | None], Mapping[str, Any]] = {}
         self.attempt_duration = meter.create_histogram(
             "http.client.request.duration",
             unit="s",
             description="Duration of HTTP client requests (each attempt, to end of body).",
             explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
-        )
-        self.active = meter.create_up_down_counter(
-            "http.client.active_requests",
-            unit="{request}",
-            description="Number of outbound HTTP attempts in flight.",
         )
         self.call_duration = meter.create_histogram(
             "mesh.client.call.duration",
@@ -84,36 +136,45 @@ class MeshMetrics:
             unit="{update}",
             description="Endpoint-set changes applied from discovery.",
         )
+        # Registered under the same names by every client: the SDK keeps the first (and the
+        # API's proxy meter forwards each), and each callback reports all live clients.
+        meter.create_observable_up_down_counter(
+            "http.client.active_requests",
+            callbacks=[_active_requests],
+            unit="{request}",
+            description="Number of outbound HTTP attempts in flight.",
+        )
         meter.create_observable_gauge(
             "mesh.client.endpoints",
-            callbacks=[self._endpoints],
+            callbacks=[_endpoints],
             unit="{endpoint}",
             description="Endpoints per service, by state (healthy or ejected).",
         )
         meter.create_observable_gauge(
             "mesh.discovery.staleness",
-            callbacks=[self._staleness],
+            callbacks=[_staleness],
             unit="s",
             description="Seconds since discovery last answered, while it is failing.",
         )
+        _LIVE.add(self)
 
     @staticmethod
     def enabled() -> bool:
         return _installed()
 
-    def _endpoints(self, options: CallbackOptions) -> Iterable[Observation]:
-        for service, healthy, ejected, _ in self._observe():
-            yield Observation(healthy, {"mesh.service": service, "mesh.endpoint.state": "healthy"})
-            yield Observation(ejected, {"mesh.service": service, "mesh.endpoint.state": "ejected"})
+    def close(self) -> None:
+        """The client closed: its services stop being reported."""
+        _LIVE.discard(self)
 
-    def _staleness(self, options: CallbackOptions) -> Iterable[Observation]:
-        for service, _, _, staleness in self._observe():
-            yield Observation(staleness, {"mesh.service": service})
-
-    @staticmethod
     def attrs(
-        method: str, service: str, port: int, status: int | None, error: str | None
-    ) -> dict[str, Any]:
+        self, method: str, service: str, port: int, status: int | None, error: str | None
+    ) -> Mapping[str, Any]:
+        """The attribute set of one attempt, built once per distinct set and then reused (the
+        SDK copies what it keeps, so sharing the dict is safe)."""
+        key = (method, service, port, status, error)
+        found = self._attrs.get(key)
+        if found is not None:
+            return found
         a: dict[str, Any] = {
             "http.request.method": method,
             "server.address": service,
@@ -123,4 +184,19 @@ class MeshMetrics:
             a["http.response.status_code"] = status
         if error is not None:
             a["error.type"] = error
+        if len(self._attrs) < _ATTR_CACHE_LIMIT:
+            self._attrs[key] = a
+        return a
+
+    def call_attrs(self, method: str, service: str, outcome: str | None) -> Mapping[str, Any]:
+        """The attribute set of one logical call (cached like ``attrs``)."""
+        key = (method, service, -1, None, outcome)
+        found = self._attrs.get(key)
+        if found is not None:
+            return found
+        a: dict[str, Any] = {"http.request.method": method, "server.address": service}
+        if outcome is not None:
+            a["error.type"] = outcome
+        if len(self._attrs) < _ATTR_CACHE_LIMIT:
+            self._attrs[key] = a
         return a

@@ -3,9 +3,9 @@
 The drivers call ``Observer.begin`` once per call; it returns ``None`` when neither tracing nor
 metrics is active, and the drivers skip every other hook, so the cost of observability with no
 SDK is one call and two type checks per request. Otherwise a ``CallObservation`` owns the
-logical span, starts each attempt's CLIENT span and writes its context into the request
-headers, counts retries, requeues and budget refusals, and records the durations (see
-``tracing`` and ``metrics`` for the shapes).
+logical span, starts each attempt's CLIENT span and adds its context to the attempt's own
+headers (never to the caller's request), counts retries, requeues and budget refusals, and
+records the durations (see ``tracing`` and ``metrics`` for the shapes).
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from opentelemetry import propagate
+from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span
 
 from meshlib.attempt import Attempt
@@ -40,15 +41,20 @@ class Observer:
 
 
 class CallObservation:
-    """The telemetry of one call in flight."""
+    """The telemetry of one call in flight.
+
+    Whatever is the same for every attempt (the span context to parent attempts on, the
+    attempt attributes, the metric attribute sets) is computed once per call.
+    """
 
     __slots__ = (
         "_attempt_span",
         "_call",
-        "_injected",
+        "_common",
+        "_flight_key",
         "_metrics",
         "_obs",
-        "_port",
+        "_parent",
         "_span",
         "_started",
         "_url",
@@ -60,57 +66,65 @@ class CallObservation:
         self._obs = obs
         self._call = call
         self._url = url
-        self._port = url.port or (443 if url.scheme == "https" else 80)
         self._metrics = obs.metrics if metrics_on else None
-        self._span: Span | None = (
-            obs.tracing.start_call(call.service.target.service, call.request.method)
-            if trace_on
-            else None
-        )
+        self._span: Span | None = None
+        self._parent: Context | None = None
+        self._common: dict[str, Any] | None = None
+        if trace_on:
+            self._span = obs.tracing.start_call(call.service.target.service, call.request.method)
+            self._parent = trace.set_span_in_context(self._span)
         self._attempt_span: Span | None = None
+        self._flight_key: tuple[str, str, int] | None = None
         self._started = call.router.clock.now()
-        # Propagation headers the caller did not set themselves: removed after each attempt
-        # so they never follow a redirect out of the mesh.
-        headers = call.request.headers
-        self._injected = tuple(f for f in propagate.get_global_textmap().fields if f not in headers)
 
     @property
     def service(self) -> str:
         return self._call.service.target.service
 
+    def _port(self) -> int:
+        url = self._url
+        return url.port or (443 if url.scheme == "https" else 80)
+
     def attempt(self, attempt: Attempt, request: httpx.Request) -> None:
-        """An attempt is about to be sent: span, ``traceparent``, in-flight gauge."""
+        """An attempt is about to be sent: span, trace headers, in-flight count."""
         if self._span is not None:
+            tracing = self._obs.tracing
+            common = self._common
+            if common is None:
+                common = self._common = tracing.call_attributes(
+                    request.method, self.service, self._url
+                )
             ep = attempt.state.endpoint
-            span = self._obs.tracing.start_attempt(
-                self._span, request, self._url, self.service, ep.host, ep.port, attempt.number
+            assert self._parent is not None
+            span = tracing.start_attempt(
+                self._parent, request.method, common, ep.host, ep.port, attempt.number
             )
             self._attempt_span = span
-            self._obs.tracing.inject(span, request.headers)
+            carrier: dict[str, str] = {}
+            tracing.inject(span, carrier)
+            attempt.headers.extend(carrier.items())
             if attempt.probe:
                 self._span.add_event("mesh.breaker.probe", {"mesh.endpoint": ep.address})
         m = self._metrics
         if m is not None:
-            attrs = m.attrs(request.method, self.service, self._port, None, None)
-            m.active.add(1, attrs)
+            key = self._flight_key
+            if key is None:
+                key = self._flight_key = (request.method, self.service, self._port())
+            in_flight = m.in_flight
+            in_flight[key] = in_flight.get(key, 0) + 1
             attempt.observer = self._attempt_done
 
     def _attempt_done(self, attempt: Attempt, rtt: float | None) -> None:
         m = self._metrics
+        key = self._flight_key
         assert m is not None
-        method = self._call.request.method
-        m.active.add(-1, m.attrs(method, self.service, self._port, None, None))
+        assert key is not None
+        m.in_flight[key] -= 1
         if rtt is None:
             return  # cancelled: no duration to report
-        attrs = m.attrs(method, self.service, self._port, attempt.status, attempt.error)
+        method, service, port = key
+        attrs = m.attrs(method, service, port, attempt.status, attempt.error)
         m.attempt_duration.record(rtt, attrs)
-
-    def cleanup(self, request: httpx.Request) -> None:
-        """After an attempt: drop the propagation headers meshlib wrote for it."""
-        headers = request.headers
-        for name in self._injected:
-            if name in headers:
-                del headers[name]
 
     def response(self, attempt: Attempt, response: httpx.Response) -> None:
         attempt.status = response.status_code
@@ -160,10 +174,5 @@ class CallObservation:
         if m is not None:
             if call.budget_exhausted:
                 m.budget_exhausted.add(1, {"mesh.service": self.service})
-            attrs: dict[str, Any] = {
-                "http.request.method": call.request.method,
-                "server.address": self.service,
-            }
-            if outcome is not None:
-                attrs["error.type"] = outcome
+            attrs = m.call_attrs(call.request.method, self.service, outcome)
             m.call_duration.record(call.router.clock.now() - self._started, attrs)

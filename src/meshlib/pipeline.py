@@ -26,9 +26,9 @@ from meshlib.budget import BudgetPolicy, RetryBudget
 from meshlib.call import Call, CallSettings
 from meshlib.classify import Classifier, default_classifier
 from meshlib.clock import SYSTEM_CLOCK, Clock
-from meshlib.context import DEADLINE_HEADER
 from meshlib.discovery.base import Discovery, Target
 from meshlib.discovery.static import StaticDiscovery
+from meshlib.engine.http11 import ATTEMPT_HEADERS
 from meshlib.errors import RateLimited
 from meshlib.limits import ConcurrencyLimit, LimitPolicy, RateLimit
 from meshlib.metrics import MeshMetrics
@@ -276,23 +276,38 @@ class PipelineBase:
         return wait
 
 
-def prepare(request: httpx.Request, attempt: Attempt, scheme_https: bool) -> None:
-    """Point the request at the attempt's endpoint (step 9)."""
+def prepare(request: httpx.Request, attempt: Attempt, scheme_https: bool, native: bool) -> None:
+    """Point the request at the attempt's endpoint and add the attempt's headers (steps 8-9).
+
+    meshlib's engine takes the attempt's headers from an extension, so the caller's headers are
+    never touched; any other inner transport (httpx's own under a mocking library, or a custom
+    one) gets a copy of the headers with them set.
+    """
     ep = attempt.state.endpoint
-    if scheme_https and "sni_hostname" not in request.extensions:
-        request.extensions["sni_hostname"] = request.url.host
+    extensions = request.extensions
+    if scheme_https and "sni_hostname" not in extensions:
+        extensions["sni_hostname"] = request.url.host
+    extra = attempt.headers
+    if extra:
+        if native:
+            extensions[ATTEMPT_HEADERS] = extra
+        else:
+            headers = request.headers.copy()
+            for name, value in extra:
+                headers[name] = value
+            request.headers = headers
     request.url = endpoint_url(request.url, ep.host, ep.port)
 
 
-def restore(request: httpx.Request, url: httpx.URL, extensions: dict[str, Any]) -> None:
+def restore(
+    request: httpx.Request, url: httpx.URL, extensions: dict[str, Any], headers: httpx.Headers
+) -> None:
     """Undo the per-attempt changes, so nothing mesh-specific follows a redirect out of the mesh
     (httpx builds the next hop from this request, extensions and all) and the caller sees the
-    logical URL."""
+    logical URL and their own headers."""
     request.url = url
     request.extensions = extensions
-    headers = request.headers
-    if DEADLINE_HEADER in headers:
-        del headers[DEADLINE_HEADER]
+    request.headers = headers
 
 
 def concurrency_error(call: Call, limit: ConcurrencyLimit) -> RateLimited:

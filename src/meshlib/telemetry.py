@@ -85,6 +85,10 @@ def configure(
 ) -> Telemetry:
     """Install the SDK with the configured exporters (arguments override ``OTEL_*``).
 
+    Traces: a ``TracerProvider`` is installed even for ``none`` (new traces then get real ids
+    that propagate downstream). Metrics: ``none`` without a ``metric_reader`` installs no
+    ``MeterProvider``, since a provider with no reader costs every call and reports nothing.
+
     ``span_exporter`` / ``metric_reader`` take ready-made SDK objects instead (an in-memory
     exporter in a test, for example); span exporters are batched, except an in-memory one.
     """
@@ -116,15 +120,16 @@ def configure(
         installed.tracer_provider = tp
     else:
         log.info("a TracerProvider is already installed; configure() left it alone")
-    if type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider":
-        readers = []
+    if metric_reader is None and metrics_exporter == "none":
+        # A MeterProvider without a reader would make every call pay for measurements that
+        # nobody collects (several µs each); "none" installs nothing.
+        pass
+    elif type(metrics.get_meter_provider()).__name__ == "_ProxyMeterProvider":
         if metric_reader is not None:
-            readers.append(metric_reader)
-        elif metrics_exporter != "none":
-            readers.append(
-                sdk_mexport.PeriodicExportingMetricReader(_metric_exporter(metrics_exporter))
-            )
-        mp = sdk_metrics.MeterProvider(resource=resource, metric_readers=readers)
+            reader = metric_reader
+        else:
+            reader = sdk_mexport.PeriodicExportingMetricReader(_metric_exporter(metrics_exporter))
+        mp = sdk_metrics.MeterProvider(resource=resource, metric_readers=[reader])
         metrics.set_meter_provider(mp)
         installed.meter_provider = mp
     else:

@@ -106,35 +106,40 @@ class Tracing:
             attributes={"mesh.service": service, "http.request.method": method},
         )
 
+    @staticmethod
+    def call_attributes(method: str, service: str, url: httpx.URL) -> dict[str, Any]:
+        """The attempt attributes that are the same for every attempt of a call (built once)."""
+        return {
+            "http.request.method": method,
+            "server.address": service,
+            "server.port": url.port or (443 if url.scheme == "https" else 80),
+            "url.full": redact_url(url),
+        }
+
     def start_attempt(
         self,
-        parent: Span,
-        request: httpx.Request,
-        logical_url: httpx.URL,
-        service: str,
+        parent: context.Context,
+        method: str,
+        common: Mapping[str, Any],
         peer_host: str,
         peer_port: int,
         resend_count: int,
     ) -> Span:
-        port = logical_url.port or (443 if logical_url.scheme == "https" else 80)
-        attributes: dict[str, Any] = {
-            "http.request.method": request.method,
-            "server.address": service,
-            "server.port": port,
-            "network.peer.address": peer_host,
-            "network.peer.port": peer_port,
-            "url.full": redact_url(logical_url),
-        }
+        """A CLIENT span under ``parent`` (the context holding the call's span); ``common`` comes
+        from ``call_attributes`` and is copied, never changed."""
+        attributes = dict(common)
+        attributes["network.peer.address"] = peer_host
+        attributes["network.peer.port"] = peer_port
         if resend_count:
             attributes["http.request.resend_count"] = resend_count
-        ctx = trace.set_span_in_context(parent)
         return self._tracer.start_span(
-            request.method, context=ctx, kind=SpanKind.CLIENT, attributes=attributes
+            method, context=parent, kind=SpanKind.CLIENT, attributes=attributes
         )
 
     @staticmethod
-    def inject(span: Span, headers: httpx.Headers) -> None:
-        """Write the attempt's context (and the current baggage) into the request headers."""
+    def inject(span: Span, headers: Any) -> None:
+        """Write the span's context (and the current baggage) into ``headers`` through the global
+        propagator: a dict or ``httpx.Headers``."""
         propagate.inject(headers, context=trace.set_span_in_context(span))
 
     @staticmethod

@@ -73,7 +73,7 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
                 return passed
         service = router.service(target) or await router.resolve(target)
         extensions = request.extensions
-        request.extensions = dict(extensions)
+        headers = request.headers
         call = self._call(request, service)
         obs = self._observer.begin(call, url)
         release = None
@@ -84,12 +84,14 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
                 await buffer_async(request, call, self._settings.retry.max_replay_bytes)
             https = url.scheme == "https"
             engine = self._engine()
+            native = isinstance(engine, self._engine_cls)
             prefetch = call.prefetch
             while True:
+                request.extensions = dict(extensions)
                 attempt = call.start_attempt()
-                prepare(request, attempt, https)
                 if obs is not None:
                     obs.attempt(attempt, request)
+                prepare(request, attempt, https, native)
                 try:
                     with self._suppress(engine):
                         response = await engine.handle_async_request(request)
@@ -123,9 +125,7 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
                         err = call.give_up(exc)
                         raise err from err.__cause__
                 finally:
-                    restore(request, url, extensions)
-                    if obs is not None:
-                        obs.cleanup(request)
+                    restore(request, url, extensions, headers)
                 if obs is not None:
                     obs.retrying(delay, call.reason)
                 if delay > 0:
@@ -157,6 +157,7 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
         return conc.release
 
     async def aclose(self) -> None:
+        self._metrics.close()
         for t in self._closables():
             await t.aclose()
         if self._owns_discovery:
@@ -180,7 +181,7 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
                 return passed
         service = router.service(target) or router.resolve_sync(target)
         extensions = request.extensions
-        request.extensions = dict(extensions)
+        headers = request.headers
         call = self._call(request, service)
         obs = self._observer.begin(call, url)
         release = None
@@ -191,12 +192,14 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
                 buffer_sync(request, call, self._settings.retry.max_replay_bytes)
             https = url.scheme == "https"
             engine = self._engine()
+            native = isinstance(engine, self._engine_cls)
             prefetch = call.prefetch
             while True:
+                request.extensions = dict(extensions)
                 attempt = call.start_attempt()
-                prepare(request, attempt, https)
                 if obs is not None:
                     obs.attempt(attempt, request)
+                prepare(request, attempt, https, native)
                 try:
                     with self._suppress(engine):
                         response = engine.handle_request(request)
@@ -228,9 +231,7 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
                     attempt.cancel()
                     raise
                 finally:
-                    restore(request, url, extensions)
-                    if obs is not None:
-                        obs.cleanup(request)
+                    restore(request, url, extensions, headers)
                 if obs is not None:
                     obs.retrying(delay, call.reason)
                 if delay > 0:
@@ -262,6 +263,7 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
         return conc.release
 
     def close(self) -> None:
+        self._metrics.close()
         for t in self._closables():
             t.close()
         if self._owns_discovery:

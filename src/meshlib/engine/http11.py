@@ -25,6 +25,7 @@ import httpx
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 __all__ = [
+    "ATTEMPT_HEADERS",
     "DEFAULT_LIMITS",
     "LAST_CHUNK",
     "EngineBase",
@@ -77,14 +78,26 @@ def origin_key(request: httpx.Request) -> OriginKey:
     return (scheme, url.raw_host, url.port, sni)
 
 
+#: ``request.extensions`` key of headers added for one attempt only (``[(name, value)]``, str):
+#: the mesh's deadline and trace context go on the wire without changing the caller's request.
+ATTEMPT_HEADERS = "mesh_attempt_headers"
+
+
 def encode_head(request: httpx.Request) -> bytes:
     """Serialise the request line and headers exactly as httpx prepared them.
 
     httpx has already added Host and Content-Length/Transfer-Encoding, so headers go out
-    verbatim. Counting line breaks afterwards is a cheap C-level scan that rejects CR/LF
+    verbatim, plus the attempt's own headers (``ATTEMPT_HEADERS``), which replace any of the
+    same name. Counting line breaks afterwards is a cheap C-level scan that rejects CR/LF
     smuggled in a header value or method (header injection), which h11 would also refuse.
     """
     raw = request.headers.raw
+    extra = request.extensions.get(ATTEMPT_HEADERS)
+    if extra:
+        added = [(k.encode("latin-1"), v.encode("latin-1", "replace")) for k, v in extra]
+        names = {k.lower() for k, _ in added}
+        raw = [kv for kv in raw if kv[0].lower() not in names]
+        raw.extend(added)
     lines = b"".join([k + b": " + v + b"\r\n" for k, v in raw])
     head = b"%s %s HTTP/1.1\r\n%s\r\n" % (
         request.method.encode("ascii"),
