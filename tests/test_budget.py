@@ -61,3 +61,15 @@ def test_snapshot_is_plain_json() -> None:
     budget.deposit()
     json.dumps(budget.snapshot())
     assert budget.snapshot()["calls_in_window"] == 1
+
+
+def test_window_never_shorter_than_ttl() -> None:
+    """Withdrawals made late in a second must still count a full ttl later: a cold-started
+    storm may not get its initial reserve back before ttl has passed."""
+    clock = ManualClock(1000.7)
+    budget = RetryBudget(BudgetPolicy(ttl=10, min_per_sec=10, percent=0.2), clock=clock)
+    assert sum(budget.try_withdraw() for _ in range(100)) == 100
+    clock.advance(9.5)  # 1010.2: a 10-bucket ring would already have dropped second 1000
+    assert not budget.try_withdraw()
+    clock.advance(1.0)  # 1011.2: more than ttl after every withdrawal
+    assert budget.try_withdraw()

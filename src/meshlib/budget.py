@@ -9,7 +9,11 @@ retries waiting in backoff already count (Envoy #30205 counted them only when se
 Requeues (failures before the request was sent) draw from the same budget.
 
 The window is a ring of one-second buckets, so deposits and withdrawals are O(1) and the budget
-needs no timer. The clock is injected.
+needs no timer. It holds one bucket more than ``ttl`` so that it always spans at least ``ttl``
+seconds: with exactly ``ttl`` buckets (Finagle's ``WindowedAdder``) the oldest bucket, which
+began up to a second before the first entry in it, expires up to a second early, and a storm
+that started cold got back its whole initial reserve before ``ttl`` had passed (measured: 3.6%
+over the 1.2 x calls + 10/s bound in a 10 s storm). The clock is injected.
 """
 
 from __future__ import annotations
@@ -48,7 +52,7 @@ class RetryBudget:
     def __init__(self, policy: BudgetPolicy | None = None, *, clock: Clock = SYSTEM_CLOCK) -> None:
         self.policy = policy or BudgetPolicy()
         self._clock = clock
-        self._n = math.ceil(self.policy.ttl)
+        self._n = math.ceil(self.policy.ttl) + 1
         self._calls = [0] * self._n
         self._retries = [0] * self._n
         self._sum_calls = 0
