@@ -82,6 +82,9 @@ def test_redaction() -> None:
     assert "pw" not in red
     assert "abc" not in red
     assert "page=2" in red
+    # A percent-escaped name is still a signature; a plain query is left as it is.
+    assert "abc" not in redact_url(httpx.URL("https://users/x?%73ig=abc"))
+    assert redact_url(httpx.URL("http://users/x?page=2&q=a+b")) == "http://users/x?page=2&q=a+b"
 
 
 async def test_documented_error_types(spans: InMemorySpanExporter) -> None:

@@ -46,10 +46,18 @@ _SUPPRESS_HTTP = context._SUPPRESS_HTTP_INSTRUMENTATION_KEY  # the key instrumen
 _UNKNOWN = object()
 
 
+def _may_hold_signature(query: bytes) -> bool:
+    # Every name in _REDACT_PARAMS contains "sig" or is "awsaccesskeyid": a substring test
+    # spares the common query (no such name) a parse and re-encode. A percent-escape could
+    # spell a name in disguise, so any "%" takes the full parse.
+    low = query.lower()
+    return b"sig" in low or b"awsaccesskeyid" in low or b"%" in low
+
+
 def redact_url(url: httpx.URL) -> str:
     """``url.full`` without credentials: userinfo and signature parameters become REDACTED."""
     text = str(url)
-    if not url.userinfo and not url.query:
+    if not url.userinfo and not (url.query and _may_hold_signature(url.query)):
         return text
     parts = urllib.parse.urlsplit(text)
     netloc = parts.netloc
@@ -64,16 +72,26 @@ def redact_url(url: httpx.URL) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
+_last_provider: object = _UNKNOWN
+_last_installed = False
+
+
 def _tracing_installed() -> bool:
     # ``get_tracer_provider()`` reads os.environ on every call while no provider is set; the
     # API's own global tells the same thing without that cost (checked with a fallback in case
-    # the API ever renames it).
+    # the API ever renames it). The answer is remembered per provider object: the ABC
+    # isinstance checks cost about a microsecond, on every call.
+    global _last_provider, _last_installed
     provider = getattr(trace, "_TRACER_PROVIDER", _UNKNOWN)
     if provider is _UNKNOWN:
         provider = trace.get_tracer_provider()
-    return provider is not None and not isinstance(
+    if provider is _last_provider:
+        return _last_installed
+    installed = provider is not None and not isinstance(
         provider, trace.ProxyTracerProvider | trace.NoOpTracerProvider
     )
+    _last_provider, _last_installed = provider, installed
+    return installed
 
 
 @contextmanager
