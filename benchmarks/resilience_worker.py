@@ -9,10 +9,8 @@ loops in ``benchmarks.loops``:
 * ``consul_change`` / ``consul_idle`` / ``consul_outage`` - an in-process ``FakeConsul`` with
   the upstreams registered, a client discovering them through it, and one event (a
   deregistration, a quiet period, an outage);
-* ``otel_closed`` - the ``closed-async`` CPU loop after installing an OpenTelemetry SDK variant;
-* ``otel_api_check`` - the per-request "is anybody listening?" checks in a tight loop;
-* ``otel_sdk_floor`` - the SDK's own cost for what one single-attempt call asks of it (two spans
-  and an inject, or two histogram records), through the public API with no meshlib at all.
+
+The OpenTelemetry measurements are in ``otel_worker``.
 
 Every loop is bounded by a request count or a duration; all traffic stays on 127.0.0.1.
 """
@@ -22,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
-import math
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -32,20 +29,14 @@ from urllib.parse import urlsplit
 import httpx
 
 import meshlib
-from benchmarks.loops import closed_async
 from benchmarks.model import nearest_rank
 from meshlib.loadgen import LoadResult, run_open_loop
-from meshlib.metrics import MeshMetrics
-from meshlib.tracing import Tracing
 
 __all__ = [
     "consul_change",
     "consul_idle",
     "consul_outage",
     "mesh_open_loop",
-    "otel_api_check",
-    "otel_closed",
-    "otel_sdk_floor",
 ]
 
 Spec = dict[str, Any]
@@ -280,141 +271,3 @@ async def _consul_outage(spec: Spec) -> Spec:
 def consul_outage(spec: Spec) -> Spec:
     """Consul down for ``outage`` s in the middle of an open loop; what the callers saw."""
     return asyncio.run(_consul_outage(spec))
-
-
-# ----------------------------------------------------------------------------- OpenTelemetry
-
-
-def _install_sdk(variant: str) -> None:
-    if variant == "none":
-        return
-    if variant == "traces":
-        from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
-
-        class NoopExporter(SpanExporter):
-            def export(self, spans: Any) -> SpanExportResult:
-                return SpanExportResult.SUCCESS
-
-        from meshlib.telemetry import configure
-
-        # A TracerProvider with a BatchSpanProcessor; "none" metrics install no MeterProvider.
-        configure(traces="none", metrics_exporter="none", span_exporter=NoopExporter())
-        return
-    if variant == "metrics":
-        from opentelemetry import metrics
-        from opentelemetry.sdk.metrics import MeterProvider
-        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
-
-        metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
-        return
-    raise ValueError(f"unknown SDK variant {variant!r}")
-
-
-def otel_closed(spec: Spec) -> Spec:
-    """``closed-async`` after installing the SDK variant ``spec["sdk"]`` (none/traces/metrics)."""
-    _install_sdk(str(spec["sdk"]))
-    out = closed_async(spec)
-    out["tracing_active"] = Tracing().active()
-    out["metrics_enabled"] = MeshMetrics.enabled()
-    return out
-
-
-def otel_api_check(spec: Spec) -> Spec:
-    """µs per ``Tracing().active()`` + ``MeshMetrics.enabled()`` pair, no SDK installed."""
-    tracing = Tracing()
-    enabled = MeshMetrics.enabled
-    n = int(spec["iterations"])
-    for _ in range(min(n, 10_000)):
-        tracing.active()
-        enabled()
-    best = math.inf
-    for _ in range(int(spec.get("repeats", 5))):
-        t0 = time.perf_counter()
-        for _ in range(n):
-            tracing.active()
-            enabled()
-        best = min(best, time.perf_counter() - t0)
-    return {"us_per_check": best / n * 1e6, "active": tracing.active(), "enabled": enabled()}
-
-
-def _trace_floor() -> Any:
-    from opentelemetry import propagate, trace
-    from opentelemetry.trace import SpanKind
-
-    tracer = trace.get_tracer("floor")
-    attempt_attrs = {
-        "http.request.method": "GET",
-        "server.address": SERVICE,
-        "server.port": 80,
-        "url.full": f"http://{SERVICE}/",
-        "network.peer.address": "127.0.0.1",
-        "network.peer.port": 8080,
-    }
-
-    def one_call() -> None:
-        call = tracer.start_span(
-            f"mesh {SERVICE}",
-            kind=SpanKind.INTERNAL,
-            attributes={"mesh.service": SERVICE, "http.request.method": "GET"},
-        )
-        parent = trace.set_span_in_context(call)
-        span = tracer.start_span(
-            "GET", context=parent, kind=SpanKind.CLIENT, attributes=dict(attempt_attrs)
-        )
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=trace.set_span_in_context(span))
-        span.set_attribute("http.response.status_code", 200)
-        span.end()
-        call.set_attribute("http.response.status_code", 200)
-        call.end()
-
-    return one_call
-
-
-def _metrics_floor() -> Any:
-    from opentelemetry import metrics
-
-    from meshlib.metrics import DURATION_BUCKETS
-
-    meter = metrics.get_meter("floor")
-    attempt = meter.create_histogram(
-        "floor.attempt", unit="s", explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS)
-    )
-    call = meter.create_histogram(
-        "floor.call", unit="s", explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS)
-    )
-    attempt_attrs = {
-        "http.request.method": "GET",
-        "server.address": SERVICE,
-        "server.port": 80,
-        "http.response.status_code": 200,
-    }
-    call_attrs = {"http.request.method": "GET", "server.address": SERVICE}
-
-    def one_call() -> None:
-        attempt.record(0.001, attempt_attrs)
-        call.record(0.001, call_attrs)
-
-    return one_call
-
-
-def otel_sdk_floor(spec: Spec) -> Spec:
-    """CPU µs the SDK itself spends on one single-attempt call's telemetry (median of repeats).
-
-    Why: the per-request targets are paid mostly inside the SDK; this separates that floor from
-    meshlib's own glue, in the same kind of process and the same run.
-    """
-    variant = str(spec["sdk"])
-    _install_sdk(variant)
-    one_call = _trace_floor() if variant == "traces" else _metrics_floor()
-    n = int(spec["iterations"])
-    for _ in range(min(n, 2_000)):
-        one_call()
-    samples = []
-    for _ in range(int(spec.get("repeats", 5))):
-        c0 = time.process_time()
-        for _ in range(n):
-            one_call()
-        samples.append((time.process_time() - c0) / n * 1e6)
-    samples.sort()
-    return {"us_per_call": samples[len(samples) // 2]}

@@ -15,15 +15,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from benchmarks.loops import closed_async, closed_sync, open_loop
-from benchmarks.resilience_worker import (
-    consul_change,
-    consul_idle,
-    consul_outage,
-    mesh_open_loop,
-    otel_api_check,
-    otel_closed,
-    otel_sdk_floor,
-)
+from benchmarks.otel_worker import otel_api_check, otel_closed, otel_hooks, otel_sdk_floor
+from benchmarks.resilience_worker import consul_change, consul_idle, consul_outage, mesh_open_loop
 from benchmarks.scale_worker import scale_memory, scale_pick
 
 __all__ = ["KINDS", "RESULT_PREFIX", "main"]
@@ -43,6 +36,7 @@ KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "otel-closed": otel_closed,
     "otel-api-check": otel_api_check,
     "otel-sdk-floor": otel_sdk_floor,
+    "otel-hooks": otel_hooks,
 }
 
 
