@@ -172,15 +172,53 @@ def _median_us(one_call: Callable[[], None], n: int, repeats: int) -> float:
     return samples[len(samples) // 2]
 
 
+def _install_stub(variant: str) -> None:
+    """Providers that make meshlib's hooks run in full while the telemetry work costs next to
+    nothing: API-level spans with fresh ids (no recording, no processor), no-op instruments."""
+    import random
+
+    if variant == "traces":
+        from opentelemetry import trace
+        from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
+
+        rng = random.Random(1)
+
+        class StubTracer(trace.Tracer):
+            def start_span(self, name: str, context: Any = None, *a: Any, **k: Any) -> Any:
+                parent = trace.get_current_span(context).get_span_context()
+                trace_id = parent.trace_id if parent.is_valid else rng.getrandbits(128)
+                ctx = SpanContext(trace_id, rng.getrandbits(64), False, TraceFlags(1))
+                return NonRecordingSpan(ctx)
+
+            def start_as_current_span(self, *a: Any, **k: Any) -> Any:
+                raise NotImplementedError
+
+        class StubTracerProvider(trace.TracerProvider):
+            def get_tracer(self, *a: Any, **k: Any) -> trace.Tracer:
+                return StubTracer()
+
+        trace.set_tracer_provider(StubTracerProvider())
+        return
+    from opentelemetry import metrics
+
+    class StubMeterProvider(metrics.NoOpMeterProvider):
+        """Counts as installed for meshlib (not the API's no-op type); its instruments drop
+        every measurement."""
+
+    metrics.set_meter_provider(StubMeterProvider())
+
+
 def otel_hooks(spec: Spec) -> Spec:
-    """CPU µs meshlib's observation hooks add to one single-attempt call, SDK variant installed.
+    """CPU µs meshlib's own observation code adds to one single-attempt call.
 
     The call is the pipeline's own ``Call`` and ``Attempt`` on a real transport (no I/O: the
     response is a ready ``httpx.Response``); the same loop with the hooks skipped is subtracted,
-    interleaved repeat by repeat.
+    interleaved repeat by repeat. Stub providers (``_install_stub``) stand in for the SDK, so
+    what remains is meshlib's glue plus the stubs' few microseconds; added to the SDK floor it
+    gives the cost per call without the noise of the end-to-end difference.
     """
     variant = str(spec["sdk"])
-    _install_sdk(variant)
+    _install_stub(variant)
     transport = meshlib.AsyncMeshTransport(
         discovery=meshlib.StaticDiscovery({SERVICE: ["127.0.0.1:8080"]}),
         config=meshlib.MeshConfig(),
@@ -194,7 +232,14 @@ def otel_hooks(spec: Spec) -> Spec:
     def call(hooks: bool) -> None:
         request = httpx.Request("GET", url)
         c = transport._call(request, service)
-        obs = observer.begin(c, url) if hooks else None
+        if hooks:
+            obs = observer.begin(c, url)
+        else:
+            # What every request pays with no SDK (row A): the two "is anybody listening?"
+            # checks, so the difference is only what an installed provider adds.
+            observer.tracing.active()
+            observer.metrics.enabled()
+            obs = None
         attempt = c.start_attempt()
         if obs is not None:
             obs.attempt(attempt, request)
