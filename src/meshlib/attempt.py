@@ -126,9 +126,14 @@ Expiry = Callable[[], "Exception | None"]
 
 
 class TrackedAsyncStream(httpx.AsyncByteStream):
-    """Wraps a response stream so its end (read to EOF, closed, or failed) ends the attempt."""
+    """Wraps a response stream so its end (read to EOF, closed, or failed) ends the attempt.
 
-    __slots__ = ("_attempt", "_expired", "_inner")
+    Iteration is a plain ``__anext__`` rather than an async generator: asyncio registers every
+    async generator in a weak set and runs hooks on its first and last step, which cost more
+    than the rest of this wrapper per response.
+    """
+
+    __slots__ = ("_attempt", "_expired", "_inner", "_it")
 
     def __init__(
         self, inner: httpx.AsyncByteStream, attempt: Attempt, expired: Expiry | None = None
@@ -136,24 +141,32 @@ class TrackedAsyncStream(httpx.AsyncByteStream):
         self._inner = inner
         self._attempt = attempt
         self._expired = expired
+        self._it: AsyncIterator[bytes] | None = None
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        expired = self._expired
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        self._it = self._inner.__aiter__()
+        return self
+
+    async def __anext__(self) -> bytes:
+        it = self._it
+        if it is None:
+            it = self._it = self._inner.__aiter__()
         try:
-            async for chunk in self._inner:
-                if expired is not None and (err := expired()) is not None:
-                    raise err
-                yield chunk
+            chunk = await it.__anext__()
+        except StopAsyncIteration:
+            self._attempt.finish()
+            raise
         except asyncio.CancelledError:
             self._attempt.cancel()
-            raise
-        except GeneratorExit:
-            self._attempt.finish()
             raise
         except BaseException:
             self._attempt.fail()
             raise
-        self._attempt.finish()
+        expired = self._expired
+        if expired is not None and (err := expired()) is not None:
+            self._attempt.fail()
+            raise err
+        return chunk
 
     async def aclose(self) -> None:
         try:

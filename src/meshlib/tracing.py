@@ -115,6 +115,8 @@ class Tracing:
         if _tracing_installed():
             return True
         ctx = context.get_current()
+        if not ctx:
+            return False  # nothing at all in the context: no span, no baggage (the usual case)
         return trace.get_current_span(ctx).get_span_context().is_valid or bool(baggage.get_all(ctx))
 
     def start_call(self, service: str, method: str) -> Span:
