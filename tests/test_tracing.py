@@ -150,10 +150,14 @@ async def test_no_trace_or_baggage_to_pass_through_or_redirect_out(
 async def test_allow_listed_pass_through_host_gets_trace_context(
     spans: InMemorySpanExporter,
 ) -> None:
-    outside: list[httpx.Request] = []
+    """An allow-listed host gets trace context; a host that is not, gets none, including when
+    the allow-listed host redirects to it (the headers went on a copy for that request only)."""
+    sent: list[tuple[str, httpx.Headers]] = []
 
     def third_party(request: httpx.Request) -> httpx.Response:
-        outside.append(request)
+        sent.append((request.url.host, httpx.Headers(request.headers)))  # as sent
+        if request.url.path == "/hop":
+            return httpx.Response(302, headers={"location": "http://api.example.com/landed"})
         return httpx.Response(200)
 
     transport = meshlib.AsyncMeshTransport(
@@ -162,11 +166,18 @@ async def test_allow_listed_pass_through_host_gets_trace_context(
         passthrough=httpx.MockTransport(third_party),
     )
     with trace.get_tracer("test").start_as_current_span("handler"):
-        async with httpx.AsyncClient(transport=transport) as client:
+        async with httpx.AsyncClient(transport=transport, follow_redirects=True) as client:
             await client.get("http://api.partner.com/x")
             await client.get("http://api.example.com/x")
-    assert "traceparent" in outside[0].headers
-    assert "traceparent" not in outside[1].headers
+            request = client.build_request("GET", "http://api.partner.com/hop")
+            await client.send(request, follow_redirects=True)
+    hosts = [host for host, _ in sent]
+    assert hosts == ["api.partner.com", "api.example.com", "api.partner.com", "api.example.com"]
+    assert "traceparent" in sent[0][1]
+    assert "traceparent" not in sent[1][1]
+    assert "traceparent" in sent[2][1]
+    assert "traceparent" not in sent[3][1]  # the redirect out of the allow list
+    assert "traceparent" not in request.headers
 
 
 async def test_without_sdk_no_headers_unless_a_trace_is_incoming() -> None:

@@ -230,9 +230,11 @@ def attached(ctx: context.Context | None) -> Iterator[None]:
 class PassThroughSpan:
     """A pass-through request's telemetry: one CLIENT span (when an SDK is installed), httpx's
     own instrumentation suppressed so it adds no second span and injects nothing, and trace
-    context sent only when the host is allow-listed."""
+    context sent only when the host is allow-listed. As for mesh attempts, the trace headers go
+    on a copy of the caller's headers, so they cannot follow a redirect to a host that is not
+    allow-listed."""
 
-    __slots__ = ("_propagate", "_request", "_span", "_token", "_tracing")
+    __slots__ = ("_headers", "_propagate", "_request", "_span", "_token", "_tracing")
 
     def __init__(self, tracing: Tracing, request: httpx.Request, propagate_ok: bool) -> None:
         self._tracing = tracing
@@ -240,11 +242,17 @@ class PassThroughSpan:
         self._propagate = propagate_ok
         self._span: Span | None = None
         self._token: object | None = None
+        self._headers: httpx.Headers | None = None
+
+    def _own_headers(self) -> httpx.Headers:
+        self._headers = self._request.headers
+        self._request.headers = self._headers.copy()
+        return self._request.headers
 
     def __enter__(self) -> PassThroughSpan:
         if not _tracing_installed():
             if self._propagate:
-                propagate.inject(self._request.headers)
+                propagate.inject(self._own_headers())
             return self
         url = self._request.url
         self._span = self._tracing._tracer.start_span(
@@ -258,7 +266,7 @@ class PassThroughSpan:
             },
         )
         if self._propagate:
-            Tracing.inject(self._span, self._request.headers)
+            Tracing.inject(self._span, self._own_headers())
         self._token = context.attach(context.set_value(_SUPPRESS_HTTP, True))
         return self
 
@@ -268,6 +276,8 @@ class PassThroughSpan:
             self._span = None
 
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        if self._headers is not None:
+            self._request.headers = self._headers
         if self._token is not None:
             context.detach(self._token)  # type: ignore[arg-type]
         if self._span is not None:
