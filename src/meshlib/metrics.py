@@ -33,6 +33,7 @@ client (``_LIVE``) instead of only the first client created.
 
 from __future__ import annotations
 
+import threading
 import weakref
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -63,7 +64,9 @@ def _installed() -> bool:
 def _active_requests(options: CallbackOptions) -> Iterable[Observation]:
     totals: dict[tuple[str, str, int], int] = {}
     for m in list(_LIVE):
-        for key, n in list(m.in_flight.items()):
+        with m._flight_lock:
+            counts = list(m.in_flight.items())
+        for key, n in counts:
             totals[key] = totals.get(key, 0) + n
     for (method, service, port), n in totals.items():
         yield Observation(
@@ -105,6 +108,7 @@ class MeshMetrics:
         self.gauges = gauges
         self.in_flight: dict[tuple[str, str, int], int] = {}
         """Attempts in flight by (method, service, port), read by the observable counter."""
+        self._flight_lock = threading.Lock()
         self._attrs: dict[tuple[str, str, int, int | None, str | None], Mapping[str, Any]] = {}
         self.attempt_duration = meter.create_histogram(
             "http.client.request.duration",
@@ -165,6 +169,17 @@ class MeshMetrics:
     def close(self) -> None:
         """The client closed: its services stop being reported."""
         _LIVE.discard(self)
+
+    def attempt_started(self, key: tuple[str, str, int]) -> None:
+        # Locked: a read-modify-write of a dict entry is not guaranteed atomic (it happens not
+        # to interleave under CPython 3.11's GIL, but free-threaded builds give no such luck),
+        # and a reported count, unlike a balancing heuristic, must never drift.
+        with self._flight_lock:
+            self.in_flight[key] = self.in_flight.get(key, 0) + 1
+
+    def attempt_ended(self, key: tuple[str, str, int]) -> None:
+        with self._flight_lock:
+            self.in_flight[key] -= 1
 
     def attrs(
         self, method: str, service: str, port: int, status: int | None, error: str | None

@@ -110,8 +110,7 @@ class CallObservation:
             key = self._flight_key
             if key is None:
                 key = self._flight_key = (request.method, self.service, self._port())
-            in_flight = m.in_flight
-            in_flight[key] = in_flight.get(key, 0) + 1
+            m.attempt_started(key)
             attempt.observer = self._attempt_done
 
     def _attempt_done(self, attempt: Attempt, rtt: float | None) -> None:
@@ -119,7 +118,7 @@ class CallObservation:
         key = self._flight_key
         assert m is not None
         assert key is not None
-        m.in_flight[key] -= 1
+        m.attempt_ended(key)
         if rtt is None:
             return  # cancelled: no duration to report
         method, service, port = key
