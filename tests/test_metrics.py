@@ -150,4 +150,3 @@ async def test_active_requests_and_gauges_cover_every_client(
             assert services == {"users", "orders"}
         # Closed clients are no longer reported.
         assert "http.client.active_requests" not in _metrics(metric_reader)
-
