@@ -73,3 +73,17 @@ def test_window_never_shorter_than_ttl() -> None:
     assert not budget.try_withdraw()
     clock.advance(1.0)  # 1011.2: more than ttl after every withdrawal
     assert budget.try_withdraw()
+
+
+@pytest.mark.parametrize("ttl", [1.0, 10.0])
+def test_floor_holds_its_rate_over_time(ttl: float) -> None:
+    """The floor is min_per_sec retries per second over any long run, for short ttls too: a
+    window longer than ttl would hand out fewer."""
+    clock = ManualClock(1000.37)
+    budget = RetryBudget(BudgetPolicy(ttl=ttl, min_per_sec=10, percent=0.0), clock=clock)
+    granted = 0
+    for _ in range(10_000):  # 100 s in 10 ms steps, withdrawing all that is allowed
+        while budget.try_withdraw():
+            granted += 1
+        clock.advance(0.01)
+    assert 10 * 100 * 0.98 <= granted <= 10 * (100 + ttl) + 1

@@ -1,6 +1,7 @@
 """Per-service limits end to end, and the mesh_state() snapshot."""
 
 import asyncio
+import gc
 import json
 
 import pytest
@@ -90,3 +91,29 @@ async def test_mesh_state_is_json_and_complete() -> None:
         "failure_score",
     }
     assert ep["success_rate"] == 1.0
+
+
+async def test_a_response_dropped_half_read_gives_its_slot_back() -> None:
+    """A caller that stops reading a streamed body and drops the response without closing it
+    must not hold the endpoint's in-flight count or a concurrency slot until the cyclic garbage
+    collector runs (httpx's response sits in a reference cycle)."""
+    body = UpstreamBehaviour(name="big", body=b"x" * 400_000)
+    async with Upstream(body) as up:
+        limits = {"users": meshlib.LimitPolicy(max_in_flight=1, wait=False)}
+        async with meshlib.AsyncMeshClient(
+            discovery=meshlib.StaticDiscovery({"users": [f"127.0.0.1:{up.port}"]}),
+            config=meshlib.MeshConfig(limits=limits),
+        ) as client:
+            request = client.build_request("GET", "http://users/")
+            response = await client.send(request, stream=True)
+            async for _ in response.aiter_raw():
+                break
+            del response
+            for _ in range(5):
+                await asyncio.sleep(0.01)
+            (endpoint,) = client.mesh_state()["services"]["users"]["endpoints"]
+            assert endpoint["in_flight"] == 0
+            assert (await client.get("http://users/")).status_code == 200
+            # Once collected, the abandoned connection is released too (no socket left open).
+            gc.collect()
+            await asyncio.sleep(0.01)

@@ -1,7 +1,8 @@
 """The response-stream wrapper ends its attempt exactly as the body ends: read to EOF, closed
-early, failed mid-body, past the deadline, or cancelled."""
+early, failed mid-body, past the deadline, cancelled, or dropped half-read."""
 
 import asyncio
+import gc
 from collections.abc import AsyncIterator
 
 import httpx
@@ -13,15 +14,27 @@ from meshlib.attempt import TrackedAsyncStream
 class _Attempt:
     def __init__(self) -> None:
         self.ended: list[str] = []
+        self.repeated: list[str] = []
+
+    @property
+    def done(self) -> bool:
+        return bool(self.ended)
+
+    # Like ``Attempt``: the first end counts, later ones are no-ops (but are recorded apart).
+    def _end(self, how: str) -> None:
+        if not self.ended:
+            self.ended.append(how)
+        else:
+            self.repeated.append(how)
 
     def finish(self) -> None:
-        self.ended.append("finish")
+        self._end("finish")
 
     def fail(self) -> None:
-        self.ended.append("fail")
+        self._end("fail")
 
     def cancel(self) -> None:
-        self.ended.append("cancel")
+        self._end("cancel")
 
 
 class _Body(httpx.AsyncByteStream):
@@ -86,3 +99,29 @@ async def test_closed_early_finishes_and_closes_the_inner_stream() -> None:
     await stream.aclose()
     assert body.closed
     assert attempt.ended == ["finish"]
+
+
+async def test_a_stream_dropped_half_read_ends_its_attempt_on_the_loop() -> None:
+    attempt = _Attempt()
+    stream = TrackedAsyncStream(_Body([b"a", b"b"]), attempt)  # type: ignore[arg-type]
+    async for _ in stream:
+        break
+    del stream
+    gc.collect()
+    assert attempt.ended == []  # scheduled on the event loop, as asyncio's own finaliser does
+    await asyncio.sleep(0)
+    assert attempt.ended == ["finish"]
+
+
+async def test_after_an_error_the_stream_reads_no_further() -> None:
+    attempt = _Attempt()
+    late = httpx.ReadTimeout("deadline")
+    body = _Body([b"a", b"b", b"c"])
+    stream = TrackedAsyncStream(body, attempt, lambda: late)  # type: ignore[arg-type]
+    it = stream.__aiter__()
+    with pytest.raises(httpx.ReadTimeout):
+        await it.__anext__()
+    with pytest.raises(StopAsyncIteration):
+        await it.__anext__()
+    assert attempt.ended == ["fail"]
+    assert attempt.repeated == []

@@ -83,6 +83,11 @@ class Attempt:
     def elapsed(self) -> float:
         return self._clock.now() - self.started
 
+    @property
+    def done(self) -> bool:
+        """True once the attempt has finished, failed or been cancelled."""
+        return self._done
+
     def finish(self) -> None:
         """The response stream closed: fold time and verdict into the endpoint's load and health."""
         if self._done:
@@ -125,15 +130,35 @@ Expiry = Callable[[], "Exception | None"]
 """Returns the error to raise when the call's deadline has passed while a body streams."""
 
 
-class TrackedAsyncStream(httpx.AsyncByteStream):
-    """Wraps a response stream so its end (read to EOF, closed, or failed) ends the attempt.
+def _end_dropped(attempt: Attempt, loop: asyncio.AbstractEventLoop | None) -> None:
+    """End an attempt whose body was dropped unfinished, on its event loop (from ``__del__``,
+    which may run anywhere), as asyncio's own async-generator finaliser would."""
+    if attempt.done:
+        return
+    if loop is not None and not loop.is_closed():
+        try:
+            loop.call_soon_threadsafe(attempt.finish)
+            return
+        except RuntimeError:  # closed in between
+            pass
+    attempt.finish()
 
-    Iteration is a plain ``__anext__`` rather than an async generator: asyncio registers every
-    async generator in a weak set and runs hooks on its first and last step, which cost more
-    than the rest of this wrapper per response.
+
+class TrackedAsyncStream(httpx.AsyncByteStream):
+    """Wraps a response stream so its end (read to EOF, closed, failed or dropped) ends the
+    attempt.
+
+    Iteration is a plain ``__anext__`` object rather than an async generator: asyncio registers
+    every async generator in a weak set and runs hooks on its first and last step, which cost
+    more than the rest of this wrapper per response. What the generator gave for free, ending
+    the attempt when a caller stops reading half-way and drops the response without closing it,
+    the iterator's ``__del__`` does: it is referenced only by the loop reading it, so it goes as
+    soon as that loop is abandoned, while the response itself sits in a reference cycle (httpx's
+    ``BoundAsyncStream``) until the cyclic collector runs. Otherwise the endpoint would count
+    the request as in flight and a concurrency slot would stay taken until then.
     """
 
-    __slots__ = ("_attempt", "_expired", "_inner", "_it")
+    __slots__ = ("_attempt", "_ended", "_expired", "_inner", "_loop")
 
     def __init__(
         self, inner: httpx.AsyncByteStream, attempt: Attempt, expired: Expiry | None = None
@@ -141,38 +166,65 @@ class TrackedAsyncStream(httpx.AsyncByteStream):
         self._inner = inner
         self._attempt = attempt
         self._expired = expired
-        self._it: AsyncIterator[bytes] | None = None
+        self._ended = False
+        try:
+            self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            self._loop = None
 
     def __aiter__(self) -> AsyncIterator[bytes]:
-        self._it = self._inner.__aiter__()
-        return self
-
-    async def __anext__(self) -> bytes:
-        it = self._it
-        if it is None:
-            it = self._it = self._inner.__aiter__()
-        try:
-            chunk = await it.__anext__()
-        except StopAsyncIteration:
-            self._attempt.finish()
-            raise
-        except asyncio.CancelledError:
-            self._attempt.cancel()
-            raise
-        except BaseException:
-            self._attempt.fail()
-            raise
-        expired = self._expired
-        if expired is not None and (err := expired()) is not None:
-            self._attempt.fail()
-            raise err
-        return chunk
+        return _TrackedIterator(self)
 
     async def aclose(self) -> None:
+        self._ended = True
         try:
             await self._inner.aclose()
         finally:
             self._attempt.finish()
+
+    def __del__(self) -> None:  # never iterated, never closed
+        _end_dropped(self._attempt, self._loop)
+
+
+class _TrackedIterator:
+    """One pass over a ``TrackedAsyncStream``'s body."""
+
+    __slots__ = ("_it", "_owner")
+
+    def __init__(self, owner: TrackedAsyncStream) -> None:
+        self._owner = owner
+        self._it = owner._inner.__aiter__()
+
+    def __aiter__(self) -> _TrackedIterator:
+        return self
+
+    async def __anext__(self) -> bytes:
+        owner = self._owner
+        if owner._ended:
+            raise StopAsyncIteration
+        try:
+            chunk = await self._it.__anext__()
+        except StopAsyncIteration:
+            owner._ended = True
+            owner._attempt.finish()
+            raise
+        except asyncio.CancelledError:
+            owner._ended = True
+            owner._attempt.cancel()
+            raise
+        except BaseException:
+            owner._ended = True
+            owner._attempt.fail()
+            raise
+        expired = owner._expired
+        if expired is not None and (err := expired()) is not None:
+            owner._ended = True
+            owner._attempt.fail()
+            raise err
+        return chunk
+
+    def __del__(self) -> None:  # the reading loop was abandoned part-way
+        _end_dropped(self._owner._attempt, self._owner._loop)
 
 
 class TrackedSyncStream(httpx.SyncByteStream):

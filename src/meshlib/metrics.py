@@ -50,6 +50,10 @@ Gauges = Callable[[], Iterable[tuple[str, int, int, float]]]
 """(service, healthy, ejected, staleness seconds) per service of one client."""
 
 _LIVE: weakref.WeakSet[MeshMetrics] = weakref.WeakSet()
+# Clients are created and closed on any thread while a periodic reader runs the callbacks on its
+# own: WeakSet only defers removals made by the garbage collector, so add/discard and the
+# snapshot the callbacks take must not interleave ("Set changed size during iteration").
+_LIVE_LOCK = threading.Lock()
 _ATTR_CACHE_LIMIT = 4096
 
 
@@ -61,9 +65,14 @@ def _installed() -> bool:
     return type(provider).__name__ not in ("_ProxyMeterProvider", "NoOpMeterProvider")
 
 
+def _live() -> list[MeshMetrics]:
+    with _LIVE_LOCK:
+        return list(_LIVE)
+
+
 def _active_requests(options: CallbackOptions) -> Iterable[Observation]:
     totals: dict[tuple[str, str, int], int] = {}
-    for m in list(_LIVE):
+    for m in _live():
         with m._flight_lock:
             counts = list(m.in_flight.items())
         for key, n in counts:
@@ -78,7 +87,7 @@ def _services() -> dict[str, tuple[int, int, float]]:
     # Two clients that call the same service each see its endpoints; report one view (the
     # larger count, the worse staleness) rather than adding them up.
     merged: dict[str, tuple[int, int, float]] = {}
-    for m in list(_LIVE):
+    for m in _live():
         for service, healthy, ejected, stale in m.gauges():
             seen = merged.get(service)
             if seen is not None:
@@ -160,7 +169,8 @@ class MeshMetrics:
             unit="s",
             description="Seconds since discovery last answered, while it is failing.",
         )
-        _LIVE.add(self)
+        with _LIVE_LOCK:
+            _LIVE.add(self)
 
     @staticmethod
     def enabled() -> bool:
@@ -168,7 +178,8 @@ class MeshMetrics:
 
     def close(self) -> None:
         """The client closed: its services stop being reported."""
-        _LIVE.discard(self)
+        with _LIVE_LOCK:
+            _LIVE.discard(self)
 
     def attempt_started(self, key: tuple[str, str, int]) -> None:
         # Locked: a read-modify-write of a dict entry is not guaranteed atomic (it happens not

@@ -336,6 +336,18 @@ class _ResponseStream(httpx.AsyncByteStream):
             assert parser is not None
             conn.finish(parser.complete and parser.keep_alive)
 
+    def __del__(self) -> None:
+        # Dropped without being closed (a caller abandoned a half-read response): the
+        # connection can never be reused, and until it is released it holds one of the pool's
+        # slots and an open socket. Release it on its loop, since this may run anywhere.
+        conn = self._conn
+        if conn is None:
+            return
+        self._conn = None
+        # A closed loop raises RuntimeError: its transports are gone with it.
+        with contextlib.suppress(RuntimeError):
+            conn.pool.loop.call_soon_threadsafe(conn.finish, False)
+
 
 class AsyncEngine(EngineBase["_Pool"], httpx.AsyncBaseTransport):
     """HTTP/1.1 keep-alive transport for mesh endpoints; limits apply per origin.
