@@ -1,13 +1,22 @@
-"""Helpers the scenarios share: pulling one number out of each round, and judging targets."""
+"""Helpers the scenarios share: the common closed-loop spec, pulling one number out of each
+round, paired differences, and judging targets."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks.model import Row
+from benchmarks.model import Options, Row, ScenarioResult
 
-__all__ = ["at_most", "at_most_every_round", "check_clean", "column", "ratio_target"]
+__all__ = [
+    "at_most",
+    "at_most_every_round",
+    "check_clean",
+    "closed_c1_spec",
+    "column",
+    "paired_difference",
+    "ratio_target",
+]
 
 Result = dict[str, Any]
 
@@ -17,6 +26,37 @@ def column(results: Sequence[Result], key: str | Callable[[Result], float]) -> l
     if callable(key):
         return [float(key(r)) for r in results]
     return [float(r[key]) for r in results]
+
+
+def closed_c1_spec(
+    urls: list[str], opts: Options, *, client: str = "mesh", requests: int = 3000, **extra: Any
+) -> Result:
+    """One async client looping over ``urls`` at concurrency 1 (the CPU-per-request scenarios);
+    ``extra`` adds worker keys (``mesh``, ``sdk``, another ``kind``)."""
+    spec: Result = {
+        "kind": "closed-async",
+        "client": client,
+        "urls": urls,
+        "concurrency": 1,
+        "requests": opts.scale(requests, 600),
+        "warmup": opts.scale(300, 100),
+        "max_seconds": opts.seconds(20.0, 5.0),
+        "balancer": "p2c-peak-ewma",
+    }
+    spec.update(extra)
+    return spec
+
+
+def paired_difference(
+    res: ScenarioResult,
+    label: str,
+    row: Row,
+    base: Row,
+    metric: str = "CPU µs/request, paired difference",
+) -> Row:
+    """Add the per-round ``row - base`` (same-round pairs cancel the machine's drift)."""
+    diffs = [r - b for r, b in zip(row.rounds, base.rounds, strict=True)]
+    return res.add(Row(label, metric, diffs))
 
 
 def ratio_target(row: Row, limit: float) -> Row:

@@ -26,11 +26,15 @@ difference is too noisy on a shared machine to resolve a few microseconds.
 
 from __future__ import annotations
 
-from typing import Any
-
 from benchmarks.model import Options, Row, ScenarioResult
 from benchmarks.runner import Variant, interleave
-from benchmarks.scenarios.common import at_most, check_clean, column
+from benchmarks.scenarios.common import (
+    at_most,
+    check_clean,
+    closed_c1_spec,
+    column,
+    paired_difference,
+)
 from benchmarks.servers import nginx_replicas
 
 __all__ = ["NAME", "run"]
@@ -43,20 +47,6 @@ _LABELS = {
 }
 
 
-def _spec(urls: list[str], sdk: str, opts: Options) -> dict[str, Any]:
-    return {
-        "kind": "otel-closed",
-        "sdk": sdk,
-        "client": "mesh",
-        "urls": urls,
-        "concurrency": 1,
-        "requests": opts.scale(3000, 600),
-        "warmup": opts.scale(300, 100),
-        "max_seconds": opts.seconds(20.0, 5.0),
-        "balancer": "p2c-peak-ewma",
-    }
-
-
 def run(opts: Options) -> ScenarioResult:
     res = ScenarioResult(
         NAME,
@@ -66,7 +56,9 @@ def run(opts: Options) -> ScenarioResult:
     )
     with nginx_replicas(3) as replicas:
         urls = [s.url for s in replicas]
-        variants = [Variant(k, _spec(urls, k, opts)) for k in _LABELS]
+        variants = [
+            Variant(k, closed_c1_spec(urls, opts, kind="otel-closed", sdk=k)) for k in _LABELS
+        ]
         variants.append(Variant("api", {"kind": "otel-api-check", "iterations": 200_000}))
         for sdk in ("traces", "metrics"):
             for kind in ("floor", "hooks"):
@@ -84,11 +76,8 @@ def run(opts: Options) -> ScenarioResult:
             f"MeshMetrics.enabled()={r0['metrics_enabled']}"
         )
     res.ratio_to(rows["none"], rows["traces"], rows["metrics"])
-    a = rows["none"].rounds
-    b_a = [b - x for b, x in zip(rows["traces"].rounds, a, strict=True)]
-    c_a = [c - x for c, x in zip(rows["metrics"].rounds, a, strict=True)]
-    at_most(res.add(Row("B - A", "CPU µs/request, paired difference", b_a)), 40.0, "µs")
-    at_most(res.add(Row("C - A", "CPU µs/request, paired difference", c_a)), 10.0, "µs")
+    at_most(paired_difference(res, "B - A", rows["traces"], rows["none"]), 40.0, "µs")
+    at_most(paired_difference(res, "C - A", rows["metrics"], rows["none"]), 10.0, "µs")
     for sdk, what in (("traces", "two spans + inject"), ("metrics", "two histogram records")):
         floor = res.add(
             Row(

@@ -27,7 +27,13 @@ from typing import Any
 
 from benchmarks.model import Options, Row, ScenarioResult
 from benchmarks.runner import Variant, interleave
-from benchmarks.scenarios.common import at_most, check_clean, column
+from benchmarks.scenarios.common import (
+    at_most,
+    check_clean,
+    closed_c1_spec,
+    column,
+    paired_difference,
+)
 from benchmarks.servers import nginx_replicas
 
 __all__ = ["NAME", "TARGET_US", "run"]
@@ -43,25 +49,12 @@ _LABELS = {
 }
 
 
-def _spec(
-    client: str, urls: list[str], opts: Options, mesh: dict[str, bool] | None = None
-) -> dict[str, Any]:
-    return {
-        "mesh": mesh,
-        "kind": "closed-async",
-        "client": client,
-        "urls": urls,
-        "concurrency": 1,
-        "requests": opts.scale(3000, 1000),
-        "warmup": opts.scale(300, 100),
-        "max_seconds": opts.seconds(20.0, 5.0),
-        "balancer": "p2c-peak-ewma",
-    }
-
-
-def _diff_row(res: ScenarioResult, label: str, row: Row, base: Row) -> Row:
-    diffs = [m - e for m, e in zip(row.rounds, base.rounds, strict=True)]
-    return res.add(Row(label, "CPU µs/request, paired difference", diffs))
+def _spec(client: str, urls: list[str], opts: Options, retries: bool = True) -> dict[str, Any]:
+    mesh = None if retries else {"retries": False}
+    # 1000 requests in a quick run (not 600): the differences here are a few µs.
+    spec = closed_c1_spec(urls, opts, client=client, mesh=mesh)
+    spec["requests"] = opts.scale(3000, 1000)
+    return spec
 
 
 def run(opts: Options) -> ScenarioResult:
@@ -76,7 +69,7 @@ def run(opts: Options) -> ScenarioResult:
         variants = [
             Variant("engine", _spec("engine", urls, opts)),
             Variant("transport", _spec("mesh-transport", urls, opts)),
-            Variant("transport-noretry", _spec("mesh-transport", urls, opts, {"retries": False})),
+            Variant("transport-noretry", _spec("mesh-transport", urls, opts, retries=False)),
             Variant("client", _spec("mesh", urls, opts)),
         ]
         data = interleave(NAME, variants, ROUND_FACTOR * opts.rounds, opts.verbose)
@@ -86,17 +79,19 @@ def run(opts: Options) -> ScenarioResult:
         rows[key] = res.add(Row(label, "CPU µs/request", column(data[key], "cpu_us_per_request")))
     res.ratio_to(rows["engine"], rows["transport"], rows["transport-noretry"], rows["client"])
     at_most(
-        _diff_row(res, "mesh layer (transport - engine)", rows["transport"], rows["engine"]),
+        paired_difference(
+            res, "mesh layer (transport - engine)", rows["transport"], rows["engine"]
+        ),
         TARGET_US,
         "µs",
     )
-    _diff_row(
+    paired_difference(
         res,
         "mesh layer, retries off (transport - engine)",
         rows["transport-noretry"],
         rows["engine"],
     )
-    _diff_row(res, "AsyncMeshClient - engine (context)", rows["client"], rows["engine"])
+    paired_difference(res, "AsyncMeshClient - engine (context)", rows["client"], rows["engine"])
     res.notes.append(
         "Mesh rows use MeshConfig's defaults (retries on, max_attempts 3; no request fails "
         "here, so none is retried) unless they say retries off (RetryPolicy(max_attempts=1))."

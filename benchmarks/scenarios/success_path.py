@@ -9,31 +9,21 @@ back to back in each round and the report gives the median of the per-round diff
 
 from __future__ import annotations
 
-from typing import Any
-
 from benchmarks.model import Options, Row, ScenarioResult
 from benchmarks.runner import Variant, interleave
-from benchmarks.scenarios.common import at_most, check_clean, column
+from benchmarks.scenarios.common import (
+    at_most,
+    check_clean,
+    closed_c1_spec,
+    column,
+    paired_difference,
+)
 from benchmarks.servers import nginx_replicas
 
 __all__ = ["NAME", "TARGET_US", "run"]
 
 NAME = "success-path"
 TARGET_US = 10.0
-
-
-def _spec(urls: list[str], mesh: dict[str, Any] | None, opts: Options) -> dict[str, Any]:
-    return {
-        "kind": "closed-async",
-        "client": "mesh",
-        "urls": urls,
-        "concurrency": 1,
-        "requests": opts.scale(3000, 600),
-        "warmup": opts.scale(300, 100),
-        "max_seconds": opts.seconds(20.0, 5.0),
-        "balancer": "p2c-peak-ewma",
-        "mesh": mesh,
-    }
 
 
 def run(opts: Options) -> ScenarioResult:
@@ -46,8 +36,10 @@ def run(opts: Options) -> ScenarioResult:
     with nginx_replicas(3) as replicas:
         urls = [s.url for s in replicas]
         variants = [
-            Variant("default", _spec(urls, None, opts)),
-            Variant("minimal", _spec(urls, {"retries": False, "accrual": False}, opts)),
+            Variant("default", closed_c1_spec(urls, opts, mesh=None)),
+            Variant(
+                "minimal", closed_c1_spec(urls, opts, mesh={"retries": False, "accrual": False})
+            ),
         ]
         data = interleave(NAME, variants, opts.rounds, opts.verbose)
     labels = {
@@ -59,10 +51,6 @@ def run(opts: Options) -> ScenarioResult:
         res.notes.extend(check_clean(label, data[key]))
         rows[key] = res.add(Row(label, "CPU µs/request", column(data[key], "cpu_us_per_request")))
     res.ratio_to(rows["minimal"], rows["default"])
-    diff = [d - m for d, m in zip(rows["default"].rounds, rows["minimal"].rounds, strict=True)]
-    at_most(
-        res.add(Row("default - minimal", "CPU µs/request, paired difference", diff)),
-        TARGET_US,
-        "µs",
-    )
+    diff = paired_difference(res, "default - minimal", rows["default"], rows["minimal"])
+    at_most(diff, TARGET_US, "µs")
     return res

@@ -158,7 +158,7 @@ class TrackedAsyncStream(httpx.AsyncByteStream):
     the request as in flight and a concurrency slot would stay taken until then.
     """
 
-    __slots__ = ("_attempt", "_ended", "_expired", "_inner", "_loop")
+    __slots__ = ("_attempt", "_expired", "_inner", "_loop")
 
     def __init__(
         self, inner: httpx.AsyncByteStream, attempt: Attempt, expired: Expiry | None = None
@@ -166,7 +166,6 @@ class TrackedAsyncStream(httpx.AsyncByteStream):
         self._inner = inner
         self._attempt = attempt
         self._expired = expired
-        self._ended = False
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -176,7 +175,6 @@ class TrackedAsyncStream(httpx.AsyncByteStream):
         return _TrackedIterator(self)
 
     async def aclose(self) -> None:
-        self._ended = True
         try:
             await self._inner.aclose()
         finally:
@@ -199,27 +197,23 @@ class _TrackedIterator:
         return self
 
     async def __anext__(self) -> bytes:
-        owner = self._owner
-        if owner._ended:
+        attempt = self._owner._attempt
+        if attempt.done:  # ended by EOF, an error, the deadline or aclose(): read no further
             raise StopAsyncIteration
         try:
             chunk = await self._it.__anext__()
         except StopAsyncIteration:
-            owner._ended = True
-            owner._attempt.finish()
+            attempt.finish()
             raise
         except asyncio.CancelledError:
-            owner._ended = True
-            owner._attempt.cancel()
+            attempt.cancel()
             raise
         except BaseException:
-            owner._ended = True
-            owner._attempt.fail()
+            attempt.fail()
             raise
-        expired = owner._expired
+        expired = self._owner._expired
         if expired is not None and (err := expired()) is not None:
-            owner._ended = True
-            owner._attempt.fail()
+            attempt.fail()
             raise err
         return chunk
 

@@ -55,6 +55,7 @@ _LIVE: weakref.WeakSet[MeshMetrics] = weakref.WeakSet()
 # snapshot the callbacks take must not interleave ("Set changed size during iteration").
 _LIVE_LOCK = threading.Lock()
 _ATTR_CACHE_LIMIT = 4096
+_AttrKey = tuple[str, str, int | None, int | None, str | None]
 
 
 def _installed() -> bool:
@@ -118,7 +119,7 @@ class MeshMetrics:
         self.in_flight: dict[tuple[str, str, int], int] = {}
         """Attempts in flight by (method, service, port), read by the observable counter."""
         self._flight_lock = threading.Lock()
-        self._attrs: dict[tuple[str, str, int, int | None, str | None], Mapping[str, Any]] = {}
+        self._attrs: dict[_AttrKey, Mapping[str, Any]] = {}
         self.attempt_duration = meter.create_histogram(
             "http.client.request.duration",
             unit="s",
@@ -193,36 +194,22 @@ class MeshMetrics:
             self.in_flight[key] -= 1
 
     def attrs(
-        self, method: str, service: str, port: int, status: int | None, error: str | None
+        self, method: str, service: str, port: int | None, status: int | None, error: str | None
     ) -> Mapping[str, Any]:
-        """The attribute set of one attempt, built once per distinct set and then reused (the
-        SDK copies what it keeps, so sharing the dict is safe)."""
+        """The attribute set of one attempt, or of one logical call (``port`` None: no
+        ``server.port``), built once per distinct set and then reused (the SDK copies what it
+        keeps, so sharing the dict is safe)."""
         key = (method, service, port, status, error)
         found = self._attrs.get(key)
         if found is not None:
             return found
-        a: dict[str, Any] = {
-            "http.request.method": method,
-            "server.address": service,
-            "server.port": port,
-        }
+        a: dict[str, Any] = {"http.request.method": method, "server.address": service}
+        if port is not None:
+            a["server.port"] = port
         if status is not None:
             a["http.response.status_code"] = status
         if error is not None:
             a["error.type"] = error
-        if len(self._attrs) < _ATTR_CACHE_LIMIT:
-            self._attrs[key] = a
-        return a
-
-    def call_attrs(self, method: str, service: str, outcome: str | None) -> Mapping[str, Any]:
-        """The attribute set of one logical call (cached like ``attrs``)."""
-        key = (method, service, -1, None, outcome)
-        found = self._attrs.get(key)
-        if found is not None:
-            return found
-        a: dict[str, Any] = {"http.request.method": method, "server.address": service}
-        if outcome is not None:
-            a["error.type"] = outcome
         if len(self._attrs) < _ATTR_CACHE_LIMIT:
             self._attrs[key] = a
         return a

@@ -20,7 +20,7 @@ from opentelemetry.trace import Span
 from meshlib.attempt import Attempt
 from meshlib.call import Call
 from meshlib.metrics import MeshMetrics
-from meshlib.tracing import Tracing, error_type
+from meshlib.tracing import Tracing, error_type, url_port
 
 __all__ = ["CallObservation", "Observer"]
 
@@ -57,7 +57,6 @@ class CallObservation:
         "_parent",
         "_span",
         "_started",
-        "_url",
     )
 
     def __init__(
@@ -65,39 +64,32 @@ class CallObservation:
     ) -> None:
         self._obs = obs
         self._call = call
-        self._url = url
         self._metrics = obs.metrics if metrics_on else None
+        method, service = call.request.method, call.service.target.service
         self._span: Span | None = None
         self._parent: Context | None = None
         self._common: dict[str, Any] | None = None
         if trace_on:
-            self._span = obs.tracing.start_call(call.service.target.service, call.request.method)
+            self._span = obs.tracing.start_call(service, method)
             self._parent = trace.set_span_in_context(self._span)
+            self._common = obs.tracing.call_attributes(method, service, url)
         self._attempt_span: Span | None = None
-        self._flight_key: tuple[str, str, int] | None = None
+        self._flight_key = (method, service, url_port(url))
         self._started = call.router.clock.now()
 
     @property
     def service(self) -> str:
         return self._call.service.target.service
 
-    def _port(self) -> int:
-        url = self._url
-        return url.port or (443 if url.scheme == "https" else 80)
-
     def attempt(self, attempt: Attempt, request: httpx.Request) -> None:
         """An attempt is about to be sent: span, trace headers, in-flight count."""
         if self._span is not None:
-            tracing = self._obs.tracing
-            common = self._common
-            if common is None:
-                common = self._common = tracing.call_attributes(
-                    request.method, self.service, self._url
-                )
-            ep = attempt.state.endpoint
             assert self._parent is not None
+            assert self._common is not None
+            tracing = self._obs.tracing
+            ep = attempt.state.endpoint
             span = tracing.start_attempt(
-                self._parent, request.method, common, ep.host, ep.port, attempt.number
+                self._parent, request.method, self._common, ep.host, ep.port, attempt.number
             )
             self._attempt_span = span
             carrier: dict[str, str] = {}
@@ -107,17 +99,13 @@ class CallObservation:
                 self._span.add_event("mesh.breaker.probe", {"mesh.endpoint": ep.address})
         m = self._metrics
         if m is not None:
-            key = self._flight_key
-            if key is None:
-                key = self._flight_key = (request.method, self.service, self._port())
-            m.attempt_started(key)
+            m.attempt_started(self._flight_key)
             attempt.observer = self._attempt_done
 
     def _attempt_done(self, attempt: Attempt, rtt: float | None) -> None:
         m = self._metrics
-        key = self._flight_key
         assert m is not None
-        assert key is not None
+        key = self._flight_key
         m.attempt_ended(key)
         if rtt is None:
             return  # cancelled: no duration to report
@@ -173,5 +161,5 @@ class CallObservation:
         if m is not None:
             if call.budget_exhausted:
                 m.budget_exhausted.add(1, {"mesh.service": self.service})
-            attrs = m.call_attrs(call.request.method, self.service, outcome)
+            attrs = m.attrs(call.request.method, self.service, None, None, outcome)
             m.call_duration.record(call.router.clock.now() - self._started, attrs)

@@ -39,11 +39,17 @@ __all__ = [
     "incoming_context",
     "redact_url",
     "suppressed_http_instrumentation",
+    "url_port",
 ]
 
 _REDACT_PARAMS = frozenset({"sig", "signature", "awsaccesskeyid", "x-goog-signature"})
 _SUPPRESS_HTTP = context._SUPPRESS_HTTP_INSTRUMENTATION_KEY  # the key instrumentations check
 _UNKNOWN = object()
+
+
+def url_port(url: httpx.URL) -> int:
+    """``server.port``: the URL's port, or its scheme's default."""
+    return url.port or (443 if url.scheme == "https" else 80)
 
 
 def _may_hold_signature(query: bytes) -> bool:
@@ -132,7 +138,7 @@ class Tracing:
         return {
             "http.request.method": method,
             "server.address": service,
-            "server.port": url.port or (443 if url.scheme == "https" else 80),
+            "server.port": url_port(url),
             "url.full": redact_url(url),
         }
 
@@ -261,7 +267,7 @@ class PassThroughSpan:
             attributes={
                 "http.request.method": self._request.method,
                 "server.address": url.host,
-                "server.port": url.port or (443 if url.scheme == "https" else 80),
+                "server.port": url_port(url),
                 "url.full": redact_url(url),
             },
         )
