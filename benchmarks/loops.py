@@ -11,7 +11,7 @@ Why these rules:
 * **Bounded**: every loop stops at its request count or its time limit, whichever comes first,
   and reports how many requests it really made.
 * **Closed-loop latency** (``latency=True``) is the wall time of each ``await client.get`` at
-  concurrency 1; the open-loop driver (``meshlib.loadgen``) instead measures from the moment a
+  concurrency 1; the open-loop driver (``meshlib.demo.loadgen``) instead measures from the moment a
   request was *due*, so a stall is charged to every request queued behind it.
 """
 
@@ -27,7 +27,7 @@ import httpx
 
 from benchmarks.clients import make_async_client, make_sync_client
 from benchmarks.model import nearest_rank
-from meshlib.loadgen import run_open_loop
+from meshlib.demo.loadgen import run_open_loop
 
 __all__ = ["closed_async", "closed_sync", "open_loop"]
 
@@ -188,5 +188,5 @@ async def _open_loop(spec: Spec) -> Spec:
 
 
 def open_loop(spec: Spec) -> Spec:
-    """``meshlib.loadgen.run_open_loop`` at ``rate`` req/s for ``duration`` s, after a warm-up."""
+    """``run_open_loop`` (``meshlib.demo.loadgen``) at ``rate`` req/s for ``duration`` s."""
     return asyncio.run(_open_loop(spec))

@@ -24,8 +24,8 @@ import httpx
 
 import meshlib
 from benchmarks.loops import closed_async
-from meshlib.metrics import MeshMetrics
-from meshlib.tracing import Tracing
+from meshlib.otel.metrics import MeshMetrics
+from meshlib.otel.tracing import Tracing
 
 __all__ = ["otel_api_check", "otel_closed", "otel_hooks", "otel_sdk_floor"]
 
@@ -122,7 +122,7 @@ def _trace_floor() -> Any:
 def _metrics_floor() -> Any:
     from opentelemetry import metrics
 
-    from meshlib.metrics import DURATION_BUCKETS
+    from meshlib.otel.metrics import DURATION_BUCKETS
 
     meter = metrics.get_meter("floor")
     attempt = meter.create_histogram(

@@ -30,7 +30,7 @@ import httpx
 
 import meshlib
 from benchmarks.model import nearest_rank
-from meshlib.loadgen import LoadResult, run_open_loop
+from meshlib.demo.loadgen import LoadResult, run_open_loop
 
 __all__ = [
     "consul_change",

@@ -2,8 +2,8 @@
 
 import pytest
 
-from meshlib.addressing import Addressing
 from meshlib.discovery.base import Target
+from meshlib.routing.addressing import Addressing
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from meshlib.admin import (
     start_admin,
     start_admin_from_config,
 )
-from meshlib.admin_metrics import render_prometheus
+from meshlib.admin.metrics import render_prometheus
 from meshlib.testing import ManualClock
 from meshlib.upstream import Upstream, UpstreamBehaviour, UpstreamThread
 

@@ -5,9 +5,9 @@ from collections import Counter
 
 import pytest
 
-from meshlib.balancer import P2C, EndpointSet, EndpointState, RoundRobin, make_balancer
+from meshlib.balance.balancer import P2C, EndpointSet, EndpointState, RoundRobin, make_balancer
 from meshlib.endpoint import Endpoint
-from meshlib.load import LoadMetric
+from meshlib.load.metric import LoadMetric
 
 
 def _set(balancer, n: int = 3, weights=None) -> EndpointSet:  # type: ignore[no-untyped-def]

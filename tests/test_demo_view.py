@@ -7,7 +7,7 @@ from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
-from meshlib.demo_view import PlainView, RichView, make_view
+from meshlib.demo.view import PlainView, RichView, make_view
 
 
 def test_plain_view_prints_timelines_as_they_grow_and_tables_once() -> None:

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from meshlib.testing.faultproxy import (
+from meshlib.testing.faultproxy.proxy import (
     FaultProxy,
     Latency,
     bandwidth,

@@ -11,7 +11,7 @@ import pytest
 import meshlib
 from meshlib.clock import ManualClock
 from meshlib.testing import FaultProxy, reset_after_bytes
-from meshlib.testing.faultproxy import bandwidth
+from meshlib.testing.faultproxy.proxy import bandwidth
 from meshlib.upstream import Upstream, UpstreamBehaviour
 
 

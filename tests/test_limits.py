@@ -6,7 +6,7 @@ import pytest
 
 from meshlib import LimitPolicy
 from meshlib.clock import ManualClock
-from meshlib.limits import ConcurrencyLimit, RateLimit
+from meshlib.limit.limits import ConcurrencyLimit, RateLimit
 
 
 def test_token_bucket_reserves_and_refuses_beyond_max_wait() -> None:

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from meshlib.load import DEFAULT_RTT, LeastLoaded, PeakEwma
+from meshlib.load.metric import DEFAULT_RTT, LeastLoaded, PeakEwma
 
 
 def test_new_endpoint_starts_at_default_rtt() -> None:

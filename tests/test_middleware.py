@@ -4,7 +4,7 @@ import json
 from typing import Any
 
 import meshlib
-from meshlib.context import current_deadline
+from meshlib.scope.context import current_deadline
 from meshlib.upstream import Upstream, UpstreamBehaviour, UpstreamThread
 
 

@@ -41,7 +41,7 @@ async def test_pytest_httpx_sees_mesh_attempts(
 
 
 def test_fast_engine_is_used_again_when_mocks_stop(discovery: meshlib.StaticDiscovery) -> None:
-    from meshlib.transport import mocking_active
+    from meshlib.pipeline.mocking import mocking_active
 
     assert not mocking_active(sync=True)
     assert not mocking_active(sync=False)

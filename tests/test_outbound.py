@@ -106,7 +106,7 @@ def test_outbound_policy_does_not_leak_between_threads() -> None:
     @meshlib.outbound(timeout=5.0)
     def inner() -> None:
         other = threading.Thread(
-            target=lambda: seen.append(repr(meshlib.context.current_deadline()))
+            target=lambda: seen.append(repr(meshlib.scope.context.current_deadline()))
         )
         other.start()
         other.join()

@@ -8,7 +8,7 @@ import pytest
 import tenacity
 
 from meshlib import RetryPolicy
-from meshlib.retry import backoff_delay, is_unsent, parse_retry_after
+from meshlib.retry.policy import backoff_delay, is_unsent, parse_retry_after
 
 
 def test_default_backoff_is_envoy_like_full_jitter() -> None:

@@ -1,6 +1,6 @@
 """Per-endpoint counters and recent percentiles."""
 
-from meshlib.stats import EndpointStats
+from meshlib.load.stats import EndpointStats
 
 
 def test_counts_and_percentiles() -> None:

@@ -12,7 +12,7 @@ from opentelemetry.util._once import Once
 
 import meshlib
 from meshlib.clock import ManualClock
-from meshlib.metrics import MeshMetrics
+from meshlib.otel.metrics import MeshMetrics
 from meshlib.telemetry import configure, format_trace_tree
 
 

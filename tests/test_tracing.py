@@ -10,7 +10,7 @@ from opentelemetry.trace import SpanKind
 
 import meshlib
 from meshlib.clock import ManualClock
-from meshlib.tracing import redact_url
+from meshlib.otel.tracing import redact_url
 from meshlib.upstream import Upstream, UpstreamBehaviour, UpstreamThread
 
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from meshlib.attempt import TrackedAsyncStream
+from meshlib.pipeline.attempt import TrackedAsyncStream
 
 
 class _Attempt:

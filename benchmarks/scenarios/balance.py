@@ -3,7 +3,7 @@
 Why: a mesh earns its place by routing around trouble, and that shows in the tail latency and
 in how much traffic the bad replica still gets. Both scenarios use meshlib's own Python
 upstreams (``meshlib.upstream``, one subprocess each), because nginx cannot delay a *fraction*
-of its requests; load is open loop at a fixed rate (``meshlib.loadgen.run_open_loop``), with
+of its requests; load is open loop at a fixed rate (``meshlib.demo.loadgen.run_open_loop``), with
 latency measured from each request's due time so a stall is charged to everything queued
 behind it (no coordinated omission). Retries do not exist yet, so every variant runs without.
 

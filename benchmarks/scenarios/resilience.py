@@ -5,7 +5,7 @@ and what the mesh costs the replicas while it hides that. All three use meshlib'
 upstreams (``meshlib.upstream``, one subprocess each, so failures and hangs can be injected),
 ``AsyncMeshClient`` with the default ``MeshConfig`` (retries, retry budget and failure accrual
 as shipped; ``hang`` adds ``per_try_timeout=0.2``) and an open loop
-(``meshlib.loadgen.run_open_loop``, latency from each request's due time). The worker reads
+(``meshlib.demo.loadgen.run_open_loop``, latency from each request's due time). The worker reads
 every upstream's request counter (``GET /control``) just before and just after the measured
 run, so "upstream requests" are counted where they land, retries included.
 

@@ -6,17 +6,18 @@ discovery, P2C Peak-EWMA load balancing and per-endpoint load tracking in-proces
 sidecar. Configuration comes from ``MESH_*`` environment variables (see docs/configuration.md).
 """
 
+import importlib
 import logging
+from typing import Any
 
-from meshlib.accrual import AccrualPolicy
-from meshlib.budget import BudgetPolicy, RetryBudget
+from meshlib.accrual.health import AccrualPolicy
 from meshlib.classify import ResponseClass, default_classifier
-from meshlib.client import AsyncMeshClient, AsyncMeshTransport, MeshClient, MeshTransport
+from meshlib.client import AsyncMeshClient, MeshClient
 from meshlib.config import MeshConfig
-from meshlib.consul_settings import ConsulSettings
-from meshlib.context import DEADLINE_HEADER, CallPolicy
+from meshlib.consul.discovery import ConsulDiscovery, ConsulOptions
+from meshlib.consul.service import ServiceRegistration
+from meshlib.consul.settings import ConsulSettings
 from meshlib.discovery import Discovery, Resolution, StaticDiscovery, Target
-from meshlib.discovery.consul import ConsulDiscovery, ConsulOptions
 from meshlib.endpoint import Endpoint
 from meshlib.errors import (
     ConfigError,
@@ -26,12 +27,14 @@ from meshlib.errors import (
     NoEndpointsAvailable,
     RateLimited,
 )
-from meshlib.limits import LimitPolicy
+from meshlib.limit.limits import LimitPolicy
 from meshlib.middleware import MeshASGIMiddleware, MeshWSGIMiddleware
 from meshlib.outbound import outbound
 from meshlib.registration import AsyncRegistrar, Registrar, consul_lifespan
-from meshlib.retry import RetryPolicy
-from meshlib.service_registration import ServiceRegistration
+from meshlib.retry.budget import BudgetPolicy, RetryBudget
+from meshlib.retry.policy import RetryPolicy
+from meshlib.scope.context import DEADLINE_HEADER, CallPolicy
+from meshlib.transport import AsyncMeshTransport, MeshTransport
 
 __all__ = [
     "DEADLINE_HEADER",
@@ -72,6 +75,17 @@ __all__ = [
 ]
 
 __version__ = "0.1.0"
+
+_SUBMODULES = frozenset({"admin", "telemetry", "testing"})
+
+
+def __getattr__(name: str) -> Any:
+    """``meshlib.admin`` (and ``telemetry``, ``testing``) after a bare ``import meshlib``: the
+    submodules that the first request does not need are imported on first use."""
+    if name in _SUBMODULES:
+        return importlib.import_module(f"meshlib.{name}")
+    raise AttributeError(f"module 'meshlib' has no attribute {name!r}")
+
 
 # A library never configures logging; it only makes sure "No handlers" is never printed.
 logging.getLogger("meshlib").addHandler(logging.NullHandler())

@@ -21,15 +21,15 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
-import tenacity
 
-from meshlib.addressing import Addressing
-from meshlib.client import discovery_from_config
 from meshlib.config import MeshConfig
-from meshlib.demo import DemoOptions, add_arguments, run_demo
+from meshlib.demo.run import DemoOptions, add_arguments, run_demo
 from meshlib.discovery.static import StaticDiscovery
 from meshlib.endpoint import Endpoint
 from meshlib.errors import ConfigError
+from meshlib.retry.policy import describe_wait
+from meshlib.routing.addressing import Addressing
+from meshlib.transport import discovery_from_config
 
 __all__ = ["main"]
 
@@ -166,8 +166,8 @@ def _show(value: object) -> str:
         return ",".join(_show(v) for v in value) or "-"
     if isinstance(value, frozenset | set):
         return ",".join(sorted(map(str, value)))
-    if isinstance(value, tenacity.wait_exponential):
-        return f"exponential({value.multiplier:g}s..{value.max:g}s)"
+    if (wait := describe_wait(value)) is not None:
+        return wait
     return _URL_CREDENTIALS.sub(r"\1<redacted>@", str(value))
 
 
@@ -196,7 +196,7 @@ def _cmd_config() -> int:
 
 
 def _check_consul(config: MeshConfig, timeout: float) -> tuple[bool, str]:
-    from meshlib.discovery.consul_http import sync_consul  # only when Consul is in use
+    from meshlib.consul.http import sync_consul  # only when Consul is in use
 
     where = config.consul.address
     try:
@@ -242,7 +242,7 @@ def _cmd_check(timeout: float) -> int:
             )
             lines.append((True, f"{discovery.describe()}: {listed}"))
     if config.admin_addr:
-        from meshlib.admin import parse_admin_addr
+        from meshlib.admin.server import parse_admin_addr
 
         try:
             parse_admin_addr(config.admin_addr, config.admin_token)

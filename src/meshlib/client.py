@@ -1,10 +1,9 @@
-"""The public clients and transports: httpx's own classes with the mesh configured inside.
+"""The public clients: httpx's own client classes with the mesh transport mounted inside.
 
 ``AsyncMeshClient`` / ``MeshClient`` subclass ``httpx.AsyncClient`` / ``httpx.Client`` and add no
 request methods: everything a user knows about httpx (headers, auth, timeout, event hooks,
 base_url, verify/cert, streaming) keeps working. The mesh lives in ``AsyncMeshTransport`` /
-``MeshTransport``, which are the pipeline transports configured from a ``MeshConfig`` (read from
-``MESH_*`` variables by default); they can also be mounted into a client of the user's own.
+``MeshTransport`` (``meshlib.transport``), which the clients mount under everything.
 
 Two httpx behaviours are adjusted for mesh hosts only, both because a service name means
 nothing outside the mesh: environment proxies (``HTTP_PROXY`` with ``trust_env``) and ``mounts=``
@@ -19,91 +18,13 @@ from typing import Any
 import httpx
 
 from meshlib.classify import Classifier
-from meshlib.clock import SYSTEM_CLOCK, Clock
+from meshlib.clock import Clock
 from meshlib.config import MeshConfig
 from meshlib.discovery.base import Discovery
-from meshlib.discovery.consul import ConsulDiscovery
-from meshlib.discovery.static import StaticDiscovery
-from meshlib.transport import DEFAULT_LIMITS, AsyncMeshPipeline, MeshPipeline
+from meshlib.extensions import PREFETCH
+from meshlib.transport import AsyncMeshTransport, MeshTransport
 
-__all__ = [
-    "AsyncMeshClient",
-    "AsyncMeshTransport",
-    "MeshClient",
-    "MeshTransport",
-    "discovery_from_config",
-]
-
-
-def discovery_from_config(config: MeshConfig, clock: Clock = SYSTEM_CLOCK) -> Discovery:
-    """The discovery a configuration asks for."""
-    if config.discovery == "consul":
-        return ConsulDiscovery(config.consul, config.consul_options, clock=clock)
-    return StaticDiscovery(
-        config.static_endpoints,
-        file=config.static_file,
-        poll_interval=config.static_poll_interval,
-        clock=clock,
-        source="MESH_STATIC_ENDPOINTS",
-    )
-
-
-def _pipeline_kwargs(
-    config: MeshConfig | None,
-    discovery: Discovery | None,
-    clock: Clock | None,
-) -> tuple[dict[str, Any], bool]:
-    config = config if config is not None else MeshConfig.from_env()
-    owned = discovery is None
-    if discovery is None:
-        discovery = discovery_from_config(config, clock or SYSTEM_CLOCK)
-    kw = config.pipeline_kwargs()
-    kw["discovery"] = discovery
-    return kw, owned
-
-
-class _Configured:
-    """The configured constructor both transports share: ``MeshConfig`` → pipeline keywords."""
-
-    _owns_discovery: bool
-
-    def __init__(
-        self,
-        *,
-        config: MeshConfig | None = None,
-        discovery: Discovery | None = None,
-        classifier: Classifier | None = None,
-        clock: Clock | None = None,
-        rng: random.Random | None = None,
-        transport: Any = None,
-        passthrough: Any = None,
-        verify: Any = True,
-        cert: Any = None,
-        trust_env: bool = True,
-        limits: httpx.Limits = DEFAULT_LIMITS,
-    ) -> None:
-        kw, owned = _pipeline_kwargs(config, discovery, clock)
-        super().__init__(  # type: ignore[call-arg]
-            classifier=classifier,
-            clock=clock,
-            rng=rng,
-            transport=transport,
-            passthrough=passthrough,
-            verify=verify,
-            cert=cert,
-            trust_env=trust_env,
-            limits_http=limits,
-            **kw,
-        )
-        self._owns_discovery = owned
-
-
-class AsyncMeshTransport(_Configured, AsyncMeshPipeline):
-    """The async mesh transport, configured from ``config`` (default: ``MeshConfig.from_env()``)."""
-
-
-class MeshTransport(_Configured, MeshPipeline):
-    """The sync mesh transport, configured from ``config`` (default: ``MeshConfig.from_env()``)."""
+__all__ = ["AsyncMeshClient", "MeshClient"]
 
 
 _HTTP_KEYS = ("verify", "cert", "trust_env", "limits")
@@ -237,7 +158,7 @@ class AsyncMeshClient(_MeshClientBase, httpx.AsyncClient):
         # Not a new method: httpx's own, noting whether the caller streams. A call that does not
         # stream has its body read inside the mesh, where a reset mid-body is still retryable.
         if not stream:
-            request.extensions["mesh_prefetch"] = True
+            request.extensions[PREFETCH] = True
         return await super().send(request, stream=stream, **kwargs)
 
 
@@ -253,5 +174,5 @@ class MeshClient(_MeshClientBase, httpx.Client):
     ) -> httpx.Response:
         # See AsyncMeshClient.send.
         if not stream:
-            request.extensions["mesh_prefetch"] = True
+            request.extensions[PREFETCH] = True
         return super().send(request, stream=stream, **kwargs)

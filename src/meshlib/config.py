@@ -16,24 +16,23 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import tenacity
-
-from meshlib.accrual import AccrualPolicy
-from meshlib.balancer import BALANCERS
-from meshlib.budget import BudgetPolicy
-from meshlib.consul_env import (
+from meshlib.accrual.health import AccrualPolicy
+from meshlib.balance.balancer import BALANCERS
+from meshlib.consul.discovery import ConsulOptions
+from meshlib.consul.env import (
     consul_options_from_env,
     consul_settings_from_env,
     registration_from_env,
 )
-from meshlib.consul_settings import ConsulSettings
-from meshlib.discovery.consul import ConsulOptions
+from meshlib.consul.service import ServiceRegistration
+from meshlib.consul.settings import ConsulSettings
 from meshlib.discovery.static import parse_services
 from meshlib.endpoint import Endpoint
 from meshlib.errors import ConfigError
-from meshlib.limits import LimitPolicy
-from meshlib.retry import RetryPolicy
-from meshlib.service_registration import ServiceRegistration
+from meshlib.limit.limits import LimitPolicy
+from meshlib.pipeline.settings import PipelineSettings
+from meshlib.retry.budget import BudgetPolicy
+from meshlib.retry.policy import RetryPolicy, exponential_wait
 
 __all__ = ["ENGINES", "MeshConfig", "parse_duration"]
 
@@ -131,7 +130,7 @@ class MeshConfig:
     registration: ServiceRegistration | None = None
     """This service's own registration (``MESH_SERVICE_*``), if ``MESH_SERVICE_NAME`` is set."""
     admin_addr: str | None = None
-    """Where ``meshlib.admin`` listens, e.g. ``127.0.0.1:9990`` (``MESH_ADMIN_ADDR``)."""
+    """Where ``meshlib.admin.server`` listens, e.g. ``127.0.0.1:9990`` (``MESH_ADMIN_ADDR``)."""
     admin_token: str | None = field(default=None, repr=False)
     """Bearer token the admin endpoint requires (``MESH_ADMIN_TOKEN``); never shown."""
 
@@ -207,25 +206,24 @@ class MeshConfig:
         for f in fields(self):
             yield f.name, getattr(self, f.name)
 
-    def pipeline_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of the pipeline transports that this configuration sets."""
-        return {
-            "balancer": self.balancer,
-            "ewma_decay": self.ewma_decay,
-            "ewma_default_rtt": self.ewma_default_rtt,
-            "passthrough_hosts": self.passthrough_hosts,
-            "propagate_hosts": self.propagate_hosts,
-            "consul_domain": self.consul_domain,
-            "engine": self.engine,
-            "retry": self.retry,
-            "budget": self.budget,
-            "accrual": self.accrual,
-            "timeout": self.timeout,
-            "per_try_timeout": self.per_try_timeout,
-            "idempotency_key": self.idempotency_key,
-            "propagate_deadline": self.propagate_deadline,
-            "limits": self.limits,
-        }
+    def pipeline_settings(self) -> PipelineSettings:
+        """The pipeline's settings from this configuration."""
+        return PipelineSettings(
+            balancer=self.balancer,
+            ewma_decay=self.ewma_decay,
+            ewma_default_rtt=self.ewma_default_rtt,
+            passthrough_hosts=self.passthrough_hosts,
+            propagate_hosts=self.propagate_hosts,
+            consul_domain=self.consul_domain,
+            retry=self.retry,
+            budget=self.budget,
+            accrual=self.accrual,
+            timeout=self.timeout,
+            per_try_timeout=self.per_try_timeout,
+            idempotency_key=self.idempotency_key,
+            propagate_deadline=self.propagate_deadline,
+            limits=self.limits,
+        )
 
 
 _DURATIONS = {
@@ -296,7 +294,7 @@ def _retry_from_env(env: Mapping[str, str]) -> RetryPolicy:
             raise ConfigError(
                 f"MESH_RETRY_BACKOFF_MAX ({c:g}s) must be >= MESH_RETRY_BACKOFF_BASE ({b:g}s)"
             )
-        kw["wait"] = tenacity.wait_exponential(multiplier=b, max=c)
+        kw["wait"] = exponential_wait(b, c)
     if "MESH_RETRY_AFTER_MAX" in env:
         kw["retry_after_max"] = parse_duration("MESH_RETRY_AFTER_MAX", env["MESH_RETRY_AFTER_MAX"])
     if "MESH_MAX_REPLAY_BYTES" in env:

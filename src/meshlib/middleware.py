@@ -23,8 +23,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
-from meshlib.context import DEADLINE_HEADER, Deadline, deadline_scope, parse_deadline
-from meshlib.tracing import attached, incoming_context
+from meshlib.otel.tracing import attached, incoming_context
+from meshlib.scope.context import DEADLINE_HEADER, Deadline, deadline_scope, parse_deadline
 
 __all__ = ["MeshASGIMiddleware", "MeshWSGIMiddleware"]
 

@@ -17,8 +17,8 @@ import inspect
 from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
-from meshlib.budget import RetryBudget
-from meshlib.context import CallPolicy, Deadline, deadline_scope, policy_scope
+from meshlib.retry.budget import RetryBudget
+from meshlib.scope.context import CallPolicy, Deadline, deadline_scope, policy_scope
 
 __all__ = ["outbound"]
 

@@ -1,249 +1,24 @@
-"""Self-registration in Consul: announce this service, keep its check green, leave cleanly.
+"""Self-registration from the configuration: ``Registrar``, ``AsyncRegistrar``, ``consul_lifespan``.
 
-``Registrar`` (sync, a heartbeat thread) and ``AsyncRegistrar`` (async, a heartbeat task)
-register the service with the local agent, keep a TTL check passing (or register an HTTP check
-that Consul runs itself), set ``DeregisterCriticalServiceAfter`` so a crashed instance is reaped,
-and deregister on exit. The sync registrar also deregisters on SIGTERM (then lets the signal do
-what it would have done); ASGI servers turn SIGTERM into lifespan shutdown, which
-``consul_lifespan`` handles. When a heartbeat is refused (the agent restarted and forgot the
-service), the registrar registers again, so a Consul restart heals by itself.
-
-Everything goes through py-consul on meshlib's httpx client, with the token from the
-configuration (``CONSUL_HTTP_TOKEN_FILE`` first); nothing here ever logs it.
+The registrars themselves live in ``meshlib.consul.registrar`` and take their registration and
+Consul settings explicitly; the public classes here fill in whatever is not given from
+``MeshConfig.from_env()`` (``MESH_SERVICE_*``, ``CONSUL_*``), since only the configuration layer
+reads the environment.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import logging
-import os
-import signal
-import threading
 from collections.abc import AsyncIterator, Callable
-from types import FrameType, TracebackType
 from typing import Any
 
 from meshlib.config import MeshConfig
-from meshlib.consul_settings import ConsulSettings
-from meshlib.discovery.consul_http import async_consul, sync_consul
+from meshlib.consul import registrar
+from meshlib.consul.service import ServiceRegistration
+from meshlib.consul.settings import ConsulSettings
 from meshlib.errors import ConfigError
-from meshlib.service_registration import ServiceRegistration
 
 __all__ = ["AsyncRegistrar", "Registrar", "ServiceRegistration", "consul_lifespan"]
-
-log = logging.getLogger("meshlib.registration")
-
-
-class _Base:
-    def __init__(self, registration: ServiceRegistration, settings: ConsulSettings) -> None:
-        self.registration = registration
-        self.settings = settings
-        self.registered = False
-        self.heartbeats = 0
-        self.reregistrations = 0
-
-    @property
-    def period(self) -> float:
-        """Heartbeat period: a third of the TTL, so two may be lost before the check fails."""
-        return self.registration.ttl / 3.0
-
-    def _log_registered(self, again: bool) -> None:
-        r = self.registration
-        log.info(
-            "%s %s (%s) in Consul at %s",
-            "re-registered" if again else "registered",
-            r.name,
-            r.service_id,
-            self.settings.address,
-            extra={"service": r.name},
-        )
-
-
-class _SigtermHandler:
-    """One SIGTERM handler for all sync registrars of the process, whatever order they leave in:
-    installed when the first enters, the previous handler restored when the last exits."""
-
-    def __init__(self) -> None:
-        self._active: list[Registrar] = []
-        self._previous: Any = None
-
-    def add(self, registrar: Registrar) -> None:
-        if not self._active:
-            self._previous = signal.signal(signal.SIGTERM, self._on_term)
-        self._active.append(registrar)
-
-    def discard(self, registrar: Registrar) -> None:
-        if registrar not in self._active:
-            return
-        self._active.remove(registrar)
-        if not self._active:
-            signal.signal(signal.SIGTERM, self._previous)
-            self._previous = None
-
-    def _on_term(self, signum: int, frame: FrameType | None) -> None:
-        for registrar in list(self._active):
-            registrar.deregister()
-        previous = self._previous
-        self._active.clear()
-        signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
-        self._previous = None
-        if callable(previous):
-            previous(signum, frame)
-        else:
-            os.kill(os.getpid(), signal.SIGTERM)
-
-
-class Registrar(_Base):
-    """Sync registration: ``with Registrar(reg, settings): serve()``.
-
-    Without arguments, both come from ``MeshConfig.from_env()`` (``MESH_SERVICE_*``,
-    ``CONSUL_*``).
-    """
-
-    def __init__(
-        self,
-        registration: ServiceRegistration | None = None,
-        settings: ConsulSettings | None = None,
-    ) -> None:
-        super().__init__(*_resolve(registration, settings))
-        self._consul = sync_consul(self.settings, timeout=10.0)
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def register(self, *, again: bool = False) -> None:
-        agent = self._consul.agent
-        agent.service.register(**self.registration.register_kwargs())
-        if self.registration.check == "ttl":
-            agent.check.ttl_pass(self.registration.check_id)
-        self.registered = True
-        self._log_registered(again)
-
-    def heartbeat(self) -> None:
-        """Mark the TTL check passing; register again if the agent has forgotten us."""
-        try:
-            ok = self._consul.agent.check.ttl_pass(self.registration.check_id)
-        except Exception:
-            ok = False
-        if ok:
-            self.heartbeats += 1
-            return
-        try:
-            self.register(again=True)
-            self.reregistrations += 1
-        except Exception as exc:
-            log.warning("Consul heartbeat failed (%s); will retry", type(exc).__name__)
-
-    def deregister(self) -> None:
-        if not self.registered:
-            return
-        self.registered = False
-        try:
-            self._consul.agent.service.deregister(self.registration.service_id)
-            log.info("deregistered %s", self.registration.service_id)
-        except Exception as exc:
-            log.warning("could not deregister %s: %s", self.registration.service_id, exc)
-
-    def _beat(self) -> None:
-        while not self._stop.wait(self.period):
-            self.heartbeat()
-
-    def __enter__(self) -> Registrar:
-        self.register()
-        if self.registration.check == "ttl":
-            self._thread = threading.Thread(
-                target=self._beat, name="meshlib-heartbeat", daemon=True
-            )
-            self._thread.start()
-        if threading.current_thread() is threading.main_thread():
-            _SIGTERM.add(self)
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        _SIGTERM.discard(self)
-        self.deregister()
-        self._consul.http.close()
-
-
-class AsyncRegistrar(_Base):
-    """Async registration: ``async with AsyncRegistrar(reg, settings): ...`` (defaults as for
-    ``Registrar``)."""
-
-    def __init__(
-        self,
-        registration: ServiceRegistration | None = None,
-        settings: ConsulSettings | None = None,
-    ) -> None:
-        super().__init__(*_resolve(registration, settings))
-        self._consul = async_consul(self.settings, timeout=10.0)
-        self._task: asyncio.Task[None] | None = None
-
-    async def register(self, *, again: bool = False) -> None:
-        agent = self._consul.agent
-        await agent.service.register(**self.registration.register_kwargs())
-        if self.registration.check == "ttl":
-            await agent.check.ttl_pass(self.registration.check_id)
-        self.registered = True
-        self._log_registered(again)
-
-    async def heartbeat(self) -> None:
-        try:
-            ok = await self._consul.agent.check.ttl_pass(self.registration.check_id)
-        except Exception:
-            ok = False
-        if ok:
-            self.heartbeats += 1
-            return
-        try:
-            await self.register(again=True)
-            self.reregistrations += 1
-        except Exception as exc:
-            log.warning("Consul heartbeat failed (%s); will retry", type(exc).__name__)
-
-    async def deregister(self) -> None:
-        if not self.registered:
-            return
-        self.registered = False
-        try:
-            await self._consul.agent.service.deregister(self.registration.service_id)
-            log.info("deregistered %s", self.registration.service_id)
-        except Exception as exc:
-            log.warning("could not deregister %s: %s", self.registration.service_id, exc)
-
-    async def _beat(self) -> None:
-        while True:
-            await asyncio.sleep(self.period)
-            await self.heartbeat()
-
-    async def __aenter__(self) -> AsyncRegistrar:
-        await self.register()
-        if self.registration.check == "ttl":
-            self._task = asyncio.get_running_loop().create_task(self._beat())
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        await self.deregister()
-        await self._consul.http.close()
-
-
-_SIGTERM = _SigtermHandler()
 
 
 def _resolve(
@@ -259,6 +34,32 @@ def _resolve(
             "(or pass a ServiceRegistration)"
         )
     return registration, settings or config.consul
+
+
+class Registrar(registrar.Registrar):
+    """Sync registration: ``with Registrar(): serve()``.
+
+    Without arguments, both come from ``MeshConfig.from_env()`` (``MESH_SERVICE_*``,
+    ``CONSUL_*``).
+    """
+
+    def __init__(
+        self,
+        registration: ServiceRegistration | None = None,
+        settings: ConsulSettings | None = None,
+    ) -> None:
+        super().__init__(*_resolve(registration, settings))
+
+
+class AsyncRegistrar(registrar.AsyncRegistrar):
+    """Async registration: ``async with AsyncRegistrar(): ...`` (defaults as for ``Registrar``)."""
+
+    def __init__(
+        self,
+        registration: ServiceRegistration | None = None,
+        settings: ConsulSettings | None = None,
+    ) -> None:
+        super().__init__(*_resolve(registration, settings))
 
 
 def consul_lifespan(

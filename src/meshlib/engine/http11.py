@@ -24,8 +24,9 @@ from typing import Any, Generic, Protocol, TypeVar
 import httpx
 from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
+from meshlib.extensions import ATTEMPT_HEADERS
+
 __all__ = [
-    "ATTEMPT_HEADERS",
     "DEFAULT_LIMITS",
     "LAST_CHUNK",
     "EngineBase",
@@ -80,7 +81,6 @@ def origin_key(request: httpx.Request) -> OriginKey:
 
 #: ``request.extensions`` key of headers added for one attempt only (``[(name, value)]``, str):
 #: the mesh's deadline and trace context go on the wire without changing the caller's request.
-ATTEMPT_HEADERS = "mesh_attempt_headers"
 
 
 def encode_head(request: httpx.Request) -> bytes:
@@ -414,6 +414,10 @@ class EngineBase(Generic[P]):
     (loading CA certificates costs milliseconds that plain-http meshes never pay); a race
     between threads at that moment at worst builds two equivalent contexts.
     """
+
+    mesh_native = True
+    """This transport writes ``request.extensions[ATTEMPT_HEADERS]`` on the wire itself, so the
+    pipeline need not copy the caller's headers for each attempt."""
 
     def __init__(
         self,

@@ -14,7 +14,7 @@ Nothing in meshlib imports this package; it is for users' tests and meshlib's ow
 
 from meshlib.clock import ManualClock
 from meshlib.testing.fake_consul import FakeConsul
-from meshlib.testing.faultproxy import (
+from meshlib.testing.faultproxy.proxy import (
     FaultProxy,
     ProxyStats,
     bandwidth,

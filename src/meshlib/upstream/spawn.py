@@ -171,7 +171,7 @@ def spawn_upstream(
     from a checkout as well as from an installed package.
     """
     env = dict(os.environ)
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])  # src/, above the meshlib package
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     argv = [
         python or sys.executable,

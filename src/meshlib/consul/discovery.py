@@ -1,0 +1,367 @@
+"""Consul discovery: blocking-query watches per service, last known good kept through outages.
+
+Each mesh service gets a watch on ``/v1/health/service/<name>`` (``passing`` by default,
+``?stale`` by default) the first time it is used, run by py-consul on meshlib's httpx client in a
+private event loop thread, so neither the caller's loop nor its threads ever block on Consul and
+sync and async clients share one set of watches. The rules are Consul's own:
+
+* blocking queries with ``index`` and ``wait``; the index is reset to 0 when it goes backwards
+  and is never below 1; results are compared, not indexes, so an index bump with the same
+  endpoints changes nothing; wake-ups are rate-limited (``min_interval``);
+* on an error the watch backs off with jitter and **keeps the last good endpoints**, marked
+  stale; the staleness is visible in ``mesh_state()`` and an optional bound turns stale data
+  into a ``DiscoveryError``; a 403 is logged loudly and retried slowly; a valid empty answer
+  (the service was deregistered) is applied, but an error, a timeout or a malformed body never
+  empties the set;
+* service names are validated before any call (``../kv/x`` never reaches Consul) and registry
+  data is validated before use (``consul_parse``);
+* a watch stops after ``idle_timeout`` without use and starts again on the next use.
+
+First use waits for the first answer up to ``first_timeout``, then fails with a clear
+``DiscoveryError`` that names Consul's address (never its token).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import random
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+import consul
+import httpx
+
+from meshlib.clock import SYSTEM_CLOCK, Clock
+from meshlib.consul.http import async_consul
+from meshlib.consul.parse import parse_health_entries, valid_service_name
+from meshlib.consul.settings import ConsulSettings
+from meshlib.discovery.base import Discovery, Resolution, Target
+from meshlib.errors import DiscoveryError
+
+__all__ = ["ConsulDiscovery", "ConsulOptions"]
+
+log = logging.getLogger("meshlib.discovery")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsulOptions:
+    """How Consul is read (``MESH_CONSUL_*``)."""
+
+    include_warning: bool = False
+    stale: bool = True
+    wait: float = 300.0
+    near: str | None = None
+    first_timeout: float = 5.0
+    max_staleness: float | None = None
+    idle_timeout: float = 600.0
+    min_interval: float = 0.05
+    error_backoff_min: float = 0.5
+    error_backoff_max: float = 30.0
+    forbidden_backoff: float = 60.0
+    allow_link_local: bool = False
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.wait <= 600.0:
+            raise ValueError(f"Consul wait must be within [1s, 10m], got {self.wait:g}s")
+        if self.first_timeout <= 0:
+            raise ValueError(f"first_timeout must be > 0, got {self.first_timeout}")
+
+
+@dataclass
+class _Watch:
+    target: Target
+    first: concurrent.futures.Future[Resolution] = field(default_factory=concurrent.futures.Future)
+    resolution: Resolution | None = None
+    last_used: float = 0.0
+    last_good: float = 0.0
+    index: int = 0
+    errors: int = 0
+    last_error: str = ""
+    task: asyncio.Task[None] | None = None
+
+
+class ConsulDiscovery(Discovery):
+    """Endpoints from Consul's health API, watched with blocking queries."""
+
+    def __init__(
+        self,
+        settings: ConsulSettings,
+        options: ConsulOptions | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.settings = settings
+        self.options = options or ConsulOptions()
+        self._clock = clock
+        self._rng = rng or random.Random()
+        self._watches: dict[Target, _Watch] = {}
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._consul: Any = None
+        self._closed = False
+
+    # -- the request path --------------------------------------------------------------------
+
+    def lookup(self, target: Target) -> Resolution | None:
+        w = self._watches.get(target)
+        if w is None:
+            return None
+        w.last_used = self._clock.now()
+        res = w.resolution
+        if res is not None and res.stale:
+            self._check_staleness(res)
+        return res
+
+    def _check_staleness(self, res: Resolution) -> None:
+        bound = self.options.max_staleness
+        age = self._clock.now() - res.updated_at
+        if bound is not None and age > bound:
+            raise DiscoveryError(
+                f"endpoints of {str(res.target)!r} from {self.describe()} are {age:.0f}s stale, "
+                f"beyond MESH_DISCOVERY_MAX_STALENESS={bound:g}s (Consul has not answered)"
+            )
+
+    async def resolve(self, target: Target) -> Resolution | None:
+        res = self.lookup(target)
+        if res is not None:
+            return res
+        fut = self._ensure(target)
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(fut), self.options.first_timeout)
+        except TimeoutError:
+            raise self._first_timeout(target) from None
+
+    def resolve_sync(self, target: Target) -> Resolution | None:
+        res = self.lookup(target)
+        if res is not None:
+            return res
+        fut = self._ensure(target)
+        try:
+            return fut.result(timeout=self.options.first_timeout)
+        except concurrent.futures.TimeoutError:
+            raise self._first_timeout(target) from None
+
+    def _first_timeout(self, target: Target) -> DiscoveryError:
+        w = self._watches.get(target)
+        why = f": {w.last_error}" if w is not None and w.last_error else ""
+        return DiscoveryError(
+            f"Consul at {self.settings.address} gave no answer for service {str(target)!r} "
+            f"within {self.options.first_timeout:g}s{why}. Check CONSUL_HTTP_ADDR and that the "
+            "agent is running."
+        )
+
+    def describe(self) -> str:
+        which = "passing or warning" if self.options.include_warning else "passing"
+        return f"consul at {self.settings.address} ({which} instances)"
+
+    # -- watches -----------------------------------------------------------------------------
+
+    def _ensure(self, target: Target) -> concurrent.futures.Future[Resolution]:
+        for part, what in ((target.service, "service"), (target.tag, "tag"), (target.dc, "dc")):
+            if part is not None and not valid_service_name(part):
+                raise DiscoveryError(
+                    f"{what} {part!r} is not a valid Consul name: use letters, digits and '-', "
+                    "starting with a letter or digit, at most 63 characters"
+                )
+        with self._lock:
+            if self._closed:
+                raise DiscoveryError("this ConsulDiscovery is closed")
+            w = self._watches.get(target)
+            if w is not None:
+                return w.first
+            w = _Watch(target=target, last_used=self._clock.now())
+            self._watches[target] = w
+            loop = self._start_loop()
+        loop.call_soon_threadsafe(self._spawn, w)
+        return w.first
+
+    def _start_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is not None:
+            return self._loop
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="meshlib-consul-watch", daemon=True)
+        self._thread.start()
+        ready.wait()
+        self._loop = loop
+        return loop
+
+    def _spawn(self, w: _Watch) -> None:
+        if self._consul is None:
+            # Consul answers a blocking query within wait + wait/16 (its jitter); past that
+            # plus a margin, the agent is not answering and the watch must say so.
+            timeout = self.options.wait * 17 / 16 + 2.0
+            self._consul = async_consul(self.settings, timeout=timeout, stale=self.options.stale)
+        w.task = asyncio.get_running_loop().create_task(self._watch(w))
+
+    async def _watch(self, w: _Watch) -> None:
+        opts = self.options
+        loop = asyncio.get_running_loop()
+        backoff = opts.error_backoff_min
+        quick_retry = True
+        target = w.target
+        while not self._closed:
+            started = loop.time()
+            try:
+                params: dict[str, Any] = {
+                    "passing": not opts.include_warning,
+                    "tag": target.tag,
+                    "dc": target.dc,
+                    "near": opts.near,
+                }
+                if w.index:
+                    params.update(index=w.index, wait=f"{int(opts.wait)}s")
+                index, data = await self._consul.health.service(target.service, **params)
+                parsed = parse_health_entries(
+                    data,
+                    include_warning=opts.include_warning,
+                    allow_link_local=opts.allow_link_local,
+                )
+            except asyncio.CancelledError:
+                raise
+            except consul.ACLPermissionDenied:
+                if self._failed(w, "permission denied (403): check the ACL token's service:read"):
+                    return
+                log.error(
+                    "Consul at %s refused to list %s: permission denied (403); retrying in %gs",
+                    self.settings.address,
+                    target,
+                    opts.forbidden_backoff,
+                    extra={"service": str(target)},
+                )
+                await asyncio.sleep(opts.forbidden_backoff)
+                continue
+            except Exception as exc:  # any failure keeps the last good set
+                if quick_retry and isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError):
+                    # A keep-alive connection the agent had already closed: ask again at once
+                    # on a new one before calling it a failure.
+                    quick_retry = False
+                    continue
+                if self._failed(w, f"{type(exc).__name__}: {exc}"):
+                    return
+                await asyncio.sleep(backoff / 2 + self._rng.uniform(0, backoff / 2))
+                backoff = min(opts.error_backoff_max, backoff * 2)
+                continue
+            backoff = opts.error_backoff_min
+            quick_retry = True
+            new_index = int(index) if str(index).isdigit() else 0
+            w.index = max(1, new_index) if new_index >= w.index else 0
+            self._good(w, parsed.endpoints, parsed.rejected)
+            if self._clock.now() - w.last_used > opts.idle_timeout:
+                with self._lock:
+                    self._watches.pop(target, None)
+                log.info("stopped watching idle service %s", target, extra={"service": str(target)})
+                return
+            pause = opts.min_interval - (loop.time() - started)
+            if pause > 0:
+                await asyncio.sleep(pause)
+
+    def _good(self, w: _Watch, endpoints: tuple[Any, ...], rejected: tuple[str, ...]) -> None:
+        now = self._clock.now()
+        old = w.resolution
+        recovered = old is not None and old.stale
+        if rejected and (old is None or old.endpoints != endpoints):
+            log.warning(
+                "Consul returned invalid entries for %s (skipped): %s",
+                w.target,
+                "; ".join(rejected),
+                extra={"service": str(w.target)},
+            )
+        w.last_good = now
+        if old is None or old.stale or old.endpoints != endpoints:
+            w.resolution = Resolution(
+                target=w.target, endpoints=endpoints, source=self.describe(), updated_at=now
+            )
+        # Same endpoints: the snapshot (and its identity) is kept, so the router does nothing.
+        w.errors = 0
+        w.last_error = ""
+        if recovered:
+            log.info("Consul answers again for %s", w.target, extra={"service": str(w.target)})
+        if not w.first.done():
+            assert w.resolution is not None
+            w.first.set_result(w.resolution)
+
+    def _failed(self, w: _Watch, why: str) -> bool:
+        """Record a failure; True when the watch must stop (its first answer failed)."""
+        w.errors += 1
+        # The next query must answer at once, so recovery is seen at once (a blocking query
+        # at the old index would wait out its whole `wait` if nothing changed meanwhile).
+        w.index = 0
+        w.last_error = why
+        old = w.resolution
+        if old is not None and not old.stale:
+            w.resolution = Resolution(
+                target=old.target,
+                endpoints=old.endpoints,
+                source=old.source,
+                updated_at=w.last_good,
+                stale=True,
+            )
+            log.warning(
+                "Consul at %s failed for %s (%s); serving the last known endpoints",
+                self.settings.address,
+                w.target,
+                why,
+                extra={"service": str(w.target)},
+            )
+        if not w.first.done():
+            w.first.set_exception(
+                DiscoveryError(
+                    f"Consul at {self.settings.address} could not list service "
+                    f"{str(w.target)!r}: {why}"
+                )
+            )
+            # Let the next use start over (and wait again) instead of failing forever.
+            with self._lock:
+                if self._watches.get(w.target) is w:
+                    del self._watches[w.target]
+            return True
+        return False
+
+    def watch_state(self) -> dict[str, dict[str, Any]]:
+        """Per watched service: index, errors, last error, staleness (for ``mesh_state()``)."""
+        now = self._clock.now()
+        out: dict[str, dict[str, Any]] = {}
+        for target, w in list(self._watches.items()):
+            res = w.resolution
+            out[str(target)] = {
+                "index": w.index,
+                "errors": w.errors,
+                "last_error": w.last_error,
+                "staleness_s": round(now - res.updated_at, 3) if res and res.stale else 0.0,
+            }
+        return out
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            loop, thread = self._loop, self._thread
+            self._loop = None
+        if loop is None:
+            return
+
+        async def shutdown() -> None:
+            for w in list(self._watches.values()):
+                if w.task is not None:
+                    w.task.cancel()
+            tasks = [w.task for w in self._watches.values() if w.task is not None]
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self._consul is not None:
+                await self._consul.http.close()
+
+        asyncio.run_coroutine_threadsafe(shutdown(), loop).result(timeout=10)
+        loop.call_soon_threadsafe(loop.stop)
+        if thread is not None:
+            thread.join(timeout=10)
+        loop.close()

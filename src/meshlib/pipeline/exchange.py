@@ -1,0 +1,151 @@
+"""One call as both drivers see it: the request dressed for each attempt and undressed after.
+
+A driver loop only sends, awaits or blocks, and sleeps; every step around the send is a method
+here, written once for both: ``begin`` picks the endpoint and dresses the request (steps 4-9 of
+the pipeline), ``responded`` / ``failed`` report an attempt's outcome and decide what comes
+next, ``accept`` hands the caller a response whose stream ends the attempt, ``restore`` undoes
+the attempt's changes, and ``end`` closes the call's telemetry and releases its limit slot.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from meshlib.classify import Classifier
+from meshlib.extensions import ATTEMPT_HEADERS, POLICY
+from meshlib.pipeline.attempt import Attempt, endpoint_url
+from meshlib.pipeline.call import Call
+from meshlib.pipeline.observe import CallObservation
+
+if TYPE_CHECKING:
+    from meshlib.pipeline.base import PipelineBase
+
+__all__ = ["Exchange"]
+
+_NO_SUPPRESSION = contextlib.nullcontext()
+
+
+class Exchange:
+    """The per-call plumbing around the driver loop (see the module docstring)."""
+
+    __slots__ = (
+        "_classify",
+        "_ended",
+        "_extensions",
+        "_headers",
+        "_https",
+        "_native",
+        "_tracked",
+        "_url",
+        "call",
+        "engine",
+        "obs",
+        "release",
+        "request",
+        "suppress",
+    )
+
+    def __init__(self, pipeline: PipelineBase, request: httpx.Request, call: Call) -> None:
+        self.request = request
+        self.call = call
+        self.obs: CallObservation | None = pipeline.observer.begin(call, request.url)
+        self.release: Callable[[], None] | None = None
+        self._url = request.url
+        self._extensions = request.extensions
+        self._headers = request.headers
+        self._https = request.url.scheme == "https"
+        self._classify: Classifier = pipeline.classify
+        self._tracked = pipeline.tracked_stream
+        self._ended = False
+        engine, native = pipeline.engine()
+        self.engine: Any = engine
+        self._native = native
+        self.suppress: contextlib.AbstractContextManager[Any] = (
+            pipeline.suppression() if pipeline.is_httpx(engine) else _NO_SUPPRESSION
+        )
+
+    def begin(self) -> Attempt:
+        """Pick an endpoint and point the request at it with the attempt's own headers.
+
+        meshlib's engine takes those headers from an extension, so the caller's headers are
+        never touched; any other inner transport (httpx's own under a mocking library, or a
+        custom one) gets a copy of the headers with them set.
+        """
+        request = self.request
+        request.extensions = extensions = dict(self._extensions)
+        attempt = self.call.start_attempt()
+        if self.obs is not None:
+            self.obs.attempt(attempt, request)
+        if self._https and "sni_hostname" not in extensions:
+            extensions["sni_hostname"] = self._url.host
+        extra = attempt.headers
+        if extra:
+            if self._native:
+                extensions[ATTEMPT_HEADERS] = extra
+            else:
+                headers = self._headers.copy()
+                for name, value in extra:
+                    headers[name] = value
+                request.headers = headers
+        ep = attempt.state.endpoint
+        request.url = endpoint_url(self._url, ep.host, ep.port)
+        return attempt
+
+    def restore(self) -> None:
+        """Undo the attempt's changes, so nothing mesh-specific follows a redirect out of the
+        mesh (httpx builds the next hop from this request, extensions and all) and the caller
+        sees the logical URL and their own headers."""
+        request = self.request
+        request.url = self._url
+        request.extensions = self._extensions
+        request.headers = self._headers
+
+    def responded(self, attempt: Attempt, response: httpx.Response) -> float | None:
+        """An attempt got a response: the delay before a retry, or None to return it."""
+        if self.obs is not None:
+            self.obs.response(attempt, response)
+        delay = self.call.after_response(attempt, response, self._classify)
+        if delay is not None and self.obs is not None:
+            self.obs.retrying(delay, self.call.reason)
+        return delay
+
+    def failed(self, attempt: Attempt, exc: Exception) -> float:
+        """An attempt raised: the delay before the next one; raises when the call gives up."""
+        if self.obs is not None:
+            self.obs.error(attempt, exc)
+        delay = self.call.after_error(attempt, exc, self._classify)
+        if delay is None:
+            err = self.call.give_up(exc)
+            raise err from err.__cause__
+        if self.obs is not None:
+            self.obs.retrying(delay, self.call.reason)
+        return delay
+
+    def accept(self, attempt: Attempt, response: httpx.Response) -> bool:
+        """The response goes to the caller: its stream now ends the attempt. True when the body
+        should be read here first (the caller reads it all anyway, and a reset mid-body is still
+        retryable inside the loop)."""
+        response.stream = self._tracked(response.stream, attempt, self.call.body_expired)
+        response.extensions[POLICY] = self.call.outcome(attempt)
+        if self.call.prefetch:
+            return True
+        # Streamed to the caller: the limit slot is held until the stream ends.
+        attempt.after, self.release = self.release, None
+        return False
+
+    def end(self, response: httpx.Response | None, error: BaseException | None) -> None:
+        """The call returns ``response`` or raises ``error`` (only the first report counts)."""
+        if self._ended:
+            return
+        self._ended = True
+        try:
+            if self.obs is not None:
+                self.obs.finish(response, error)
+        finally:
+            if self.release is not None:
+                self.release()
+                self.release = None

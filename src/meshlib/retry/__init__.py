@@ -1,0 +1,34 @@
+"""Retries: the policy (tenacity's wait vocabulary), the retry budget, and replayable bodies.
+
+The only owner of tenacity. ``policy`` says when and how long to wait, ``budget`` caps retries
+at a share of calls (Finagle's RetryBudget), ``replay`` buffers a streamed body so it can be
+sent again. Imports L0 modules only: L1.
+"""
+
+from meshlib.retry.budget import (
+    BudgetPolicy,
+    RetryBudget,
+)
+from meshlib.retry.policy import (
+    IDEMPOTENT_METHODS,
+    RetryPolicy,
+    backoff_delay,
+    is_unsent,
+    parse_retry_after,
+)
+from meshlib.retry.replay import (
+    buffer_async,
+    buffer_sync,
+)
+
+__all__ = [
+    "IDEMPOTENT_METHODS",
+    "BudgetPolicy",
+    "RetryBudget",
+    "RetryPolicy",
+    "backoff_delay",
+    "buffer_async",
+    "buffer_sync",
+    "is_unsent",
+    "parse_retry_after",
+]

@@ -1,0 +1,190 @@
+"""Routing state shared by the sync and async transports: services, their endpoints and picks.
+
+The router turns a URL host into a mesh target (``addressing``), a target into the service's
+current ``EndpointSet`` (``discovery``), and a set into one endpoint per attempt (``balancer``).
+It keeps each endpoint's load metric across discovery updates, keyed by address, so a registry
+change never resets what the balancer has learned. It does no I/O except through the
+discovery's first-use ``resolve`` and is shared, unchanged, by both drivers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable, Iterator
+
+from meshlib.accrual.health import AccrualPolicy, EndpointHealth, HealthGroup
+from meshlib.balance.balancer import Balancer, EndpointSet, EndpointState
+from meshlib.clock import Clock
+from meshlib.discovery.base import Discovery, Resolution, Target
+from meshlib.errors import NoEndpointsAvailable
+from meshlib.load.stats import EndpointStats
+from meshlib.routing.addressing import Addressing
+
+__all__ = ["Router", "ServiceState"]
+
+
+class ServiceState:
+    """One target's live endpoint set, rebuilt only when discovery hands over a new snapshot."""
+
+    __slots__ = ("eps", "resolution", "target")
+
+    def __init__(self, target: Target, resolution: Resolution, eps: EndpointSet) -> None:
+        self.target = target
+        self.resolution = resolution
+        self.eps = eps
+
+
+class Router:
+    """Addressing + discovery + balancer, with per-endpoint state that survives updates."""
+
+    def __init__(
+        self,
+        *,
+        discovery: Discovery,
+        balancer: Balancer,
+        clock: Clock,
+        addressing: Addressing,
+        accrual: AccrualPolicy | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.discovery = discovery
+        self.accrual = accrual if accrual is not None else AccrualPolicy()
+        self._rng = rng or random.Random()
+        self._groups: dict[Target, HealthGroup] = {}
+        self.on_breaker: Callable[[Target, EndpointHealth, str, str], None] | None = None
+        """Called on every accrual state change (metrics)."""
+        self.on_update: Callable[[Target], None] | None = None
+        """Called when a new endpoint set from discovery is applied (metrics)."""
+        self.balancer = balancer
+        self.clock = clock
+        self.addressing = addressing
+        self._services: dict[Target, ServiceState] = {}
+        self._endpoints: dict[Target, dict[str, EndpointState]] = {}
+
+    def target(self, host: str) -> Target | None:
+        """The mesh target a URL host names, or None for pass-through hosts."""
+        return self.addressing.target(host)
+
+    def service(self, target: Target) -> ServiceState | None:
+        """The target's state if discovery already knows it (no I/O); refreshed on change."""
+        res = self.discovery.lookup(target)
+        if res is None:
+            return None
+        state = self._services.get(target)
+        if state is not None and state.resolution is res:
+            return state
+        return self._apply(target, res)
+
+    async def resolve(self, target: Target) -> ServiceState:
+        """Like ``service`` but waits for discovery's first answer; raises if unknown."""
+        state = self.service(target)
+        if state is not None:
+            return state
+        res = await self.discovery.resolve(target)
+        return self._known(target, res)
+
+    def resolve_sync(self, target: Target) -> ServiceState:
+        """Blocking twin of ``resolve``."""
+        state = self.service(target)
+        if state is not None:
+            return state
+        return self._known(target, self.discovery.resolve_sync(target))
+
+    def _known(self, target: Target, res: Resolution | None) -> ServiceState:
+        if res is None:
+            raise NoEndpointsAvailable(
+                f"no endpoints for mesh service {str(target)!r}: it is unknown to "
+                f"{self.discovery.describe()}. Declare it there, or list the host in "
+                "MESH_PASSTHROUGH_HOSTS if it is not a mesh service."
+            )
+        return self._apply(target, res)
+
+    def _apply(self, target: Target, res: Resolution) -> ServiceState:
+        now = self.clock.now()
+        old = self._endpoints.get(target, {})
+        group = self._groups.get(target)
+        if group is None:
+            group = self._groups[target] = HealthGroup(self.accrual, self._rng)
+            group.on_change = self._watcher(target, group)
+        kept: dict[str, EndpointState] = {}
+        for endpoint in res.endpoints:
+            st = old.get(endpoint.address)
+            if st is None or st.endpoint != endpoint:
+                # A changed weight or tag set makes a new state but keeps what was learned.
+                metric = st.metric if st is not None else self.balancer.new_metric(now)
+                health = st.health if st is not None else EndpointHealth(group, endpoint.address)
+                stats = st.stats if st is not None else EndpointStats(now)
+                st = EndpointState(endpoint, metric, health, stats)
+            kept[endpoint.address] = st
+        self._endpoints[target] = kept
+        group.members = [st.health for st in kept.values() if isinstance(st.health, EndpointHealth)]
+        states = list(kept.values())
+        state = ServiceState(target, res, EndpointSet(states))
+        if target in self._services and self.on_update is not None:
+            self.on_update(target)
+        self._services[target] = state
+        return state
+
+    def pick(self, state: ServiceState, avoid: EndpointState | None = None) -> EndpointState:
+        """One endpoint for an attempt; raises ``NoEndpointsAvailable`` when the set is empty."""
+        if not state.eps.states:
+            raise NoEndpointsAvailable(
+                f"no endpoints for mesh service {str(state.target)!r}: "
+                f"{state.resolution.source} lists none"
+            )
+        return self.balancer.pick(state.eps, self.clock.now(), avoid)
+
+    def _watcher(
+        self, target: Target, group: HealthGroup
+    ) -> Callable[[EndpointHealth, str, str], None]:
+        """Log each accrual state change once, count it, and log panic mode entering/leaving."""
+        log_change = _logger_for(target)
+        panic = [False]
+
+        def on_change(health: EndpointHealth, old: str, new: str) -> None:
+            log_change(health, old, new)
+            if self.on_breaker is not None:
+                self.on_breaker(target, health, old, new)
+            now_panic = group.dead_count() * 2 > len(group.members)
+            if now_panic != panic[0]:
+                panic[0] = now_panic
+                log.log(
+                    logging.WARNING if now_panic else logging.INFO,
+                    "service %s: panic mode %s (%d of %d endpoints dead)",
+                    target,
+                    "on: balancing over all endpoints" if now_panic else "off",
+                    group.dead_count(),
+                    len(group.members),
+                    extra={"service": str(target), "outcome": "panic" if now_panic else "calm"},
+                )
+
+        return on_change
+
+    def services(self) -> Iterator[ServiceState]:
+        """Every service used so far, for state snapshots."""
+        return iter(list(self._services.values()))
+
+
+log = logging.getLogger("meshlib.accrual")
+_WORDS = {"dead": "ejected", "probing": "probing", "alive": "revived"}
+
+
+def _logger_for(target: Target) -> Callable[[EndpointHealth, str, str], None]:
+    """Log each accrual state change once (never once per request)."""
+
+    def on_change(health: EndpointHealth, old: str, new: str) -> None:
+        if new == "dead" and old == "probing":
+            word = "probe failed; ejected again"
+        else:
+            word = _WORDS.get(new, new)
+        log.log(
+            logging.WARNING if new == "dead" else logging.INFO,
+            "service %s: endpoint %s %s",
+            target,
+            health.address,
+            word,
+            extra={"service": str(target), "endpoint": health.address, "outcome": new},
+        )
+
+    return on_change
