@@ -29,7 +29,6 @@ from .http11 import (
     EngineBase,
     OriginKey,
     PoolBase,
-    ResponseParser,
     connect_error,
     encode_head,
     frame_chunk,
@@ -40,6 +39,7 @@ from .http11 import (
     timeouts,
     write_error,
 )
+from .parser import ResponseParser
 
 __all__ = ["SyncEngine"]
 

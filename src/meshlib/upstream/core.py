@@ -104,9 +104,8 @@ class _Reply(NamedTuple):
 class Core:
     """The state one server shares across its connections: behaviour, RNG and counters.
 
-    Only the event loop's thread serves requests, but ``stats()`` and ``set_behaviour()`` may be
-    called from any thread (sync tests, the demo), so counters and RNG sit behind one lock.
-    """
+    ``stats()`` and ``set_behaviour()`` may be called from any thread (sync tests, the demo),
+    so counters and RNG sit behind one lock."""
 
     def __init__(
         self, behaviour: UpstreamBehaviour, rng: random.Random | None, history: int

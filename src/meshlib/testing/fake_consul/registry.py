@@ -9,9 +9,17 @@ registered from a test looks exactly like one a client registered over HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-
+from .identity import (
+    CONSUL_SERVICE_ID,
+    DEFAULT_NODE_MAINT_REASON,
+    DEFAULT_SERVICE_MAINT_REASON,
+    NODE_MAINT_CHECK_ID,
+    RUNNABLE_TYPES,
+    SERF_CHECK_ID,
+    SERVICE_MAINT_PREFIX,
+    AgentIdentity,
+    CatalogRegistration,
+)
 from .model import (
     CRITICAL,
     PASSING,
@@ -41,48 +49,6 @@ __all__ = [
     "CatalogRegistration",
     "Registry",
 ]
-
-SERVICE_MAINT_PREFIX = "_service_maintenance:"
-NODE_MAINT_CHECK_ID = "_node_maintenance"
-DEFAULT_SERVICE_MAINT_REASON = (
-    "Maintenance mode is enabled for this service, but no reason was provided. "
-    "This is a default message."
-)
-DEFAULT_NODE_MAINT_REASON = (
-    "Maintenance mode is enabled for this node, but no reason was provided. "
-    "This is a default message."
-)
-_SERF_CHECK_ID = "serfHealth"
-# The check kinds FakeConsul's agent actually executes (see runner.py).
-RUNNABLE_TYPES = frozenset({"http", "tcp"})
-_CONSUL_SERVICE_ID = "consul"
-
-
-@dataclass(frozen=True, slots=True)
-class AgentIdentity:
-    """Who the fake agent is: its datacenter, node and the Consul version it reports."""
-
-    datacenter: str
-    node_name: str
-    node_address: str
-    node_id: str
-    version: str
-    node_meta: Mapping[str, str] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class CatalogRegistration:
-    """A decoded ``PUT /v1/catalog/register`` body."""
-
-    node: str
-    address: str = ""
-    node_id: str = ""
-    datacenter: str = ""
-    tagged_addresses: dict[str, str] | None = None
-    node_meta: dict[str, str] | None = None
-    service: ServiceDef | None = None
-    checks: list[CheckDef] = field(default_factory=list)
-    skip_node_update: bool = False
 
 
 class Registry:
@@ -128,12 +94,12 @@ class Registry:
                 "serf_protocol_min": "1",
                 "version": ident.version,
             }
-            consul = ServiceRec(ident.node_name, _CONSUL_SERVICE_ID, "consul", port=8300, meta=meta)
+            consul = ServiceRec(ident.node_name, CONSUL_SERVICE_ID, "consul", port=8300, meta=meta)
             consul.create_index = consul.modify_index = tx.index
             st.put_service(tx, consul)
             serf = CheckRec(
                 node=ident.node_name,
-                check_id=_SERF_CHECK_ID,
+                check_id=SERF_CHECK_ID,
                 name="Serf Health Status",
                 status=PASSING,
                 output="Agent alive and reachable",
@@ -146,11 +112,11 @@ class Registry:
 
     def agent_services(self) -> list[ServiceRec]:
         """The agent's local services: its node's instances minus the server's ``consul``."""
-        return [s for s in self.state.node_services(self.node) if s.id != _CONSUL_SERVICE_ID]
+        return [s for s in self.state.node_services(self.node) if s.id != CONSUL_SERVICE_ID]
 
     def agent_checks(self) -> list[CheckRec]:
         """The agent's local checks: its node's checks minus the server's ``serfHealth``."""
-        return [c for c in self.state.node_checks(self.node) if c.check_id != _SERF_CHECK_ID]
+        return [c for c in self.state.node_checks(self.node) if c.check_id != SERF_CHECK_ID]
 
     def _validate_service_checks(self, defn: ServiceDef) -> list[CheckRec]:
         checks: list[CheckRec] = []
@@ -214,7 +180,7 @@ class Registry:
 
     def deregister_service(self, service_id: str) -> None:
         """Remove an agent service and its checks; an unknown ID is a no-op."""
-        if service_id == _CONSUL_SERVICE_ID:
+        if service_id == CONSUL_SERVICE_ID:
             return
         with self.state.write() as tx:
             self.state.remove_service(tx, self.node, service_id)
@@ -251,7 +217,7 @@ class Registry:
 
     def deregister_check(self, check_id: str, node: str | None = None) -> None:
         """Remove a check; an unknown ID (or the server-owned ``serfHealth``) is a no-op."""
-        if check_id == _SERF_CHECK_ID and node is None:
+        if check_id == SERF_CHECK_ID and node is None:
             return
         with self.state.write() as tx:
             self.state.remove_check(tx, node or self.node, check_id)
@@ -281,7 +247,7 @@ class Registry:
     def service_maintenance(self, service_id: str, enable: bool, reason: str) -> None:
         """Add or remove the critical ``_service_maintenance:<id>`` check."""
         svc = self.state.service(self.node, service_id)
-        if svc is None or service_id == _CONSUL_SERVICE_ID:
+        if svc is None or service_id == CONSUL_SERVICE_ID:
             raise StateError(404, f'No service registered with ID "{service_id}"')
         self._maintenance(
             SERVICE_MAINT_PREFIX + service_id,

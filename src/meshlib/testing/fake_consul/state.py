@@ -21,6 +21,18 @@ from contextlib import contextmanager
 
 from .kvstore import KVStore
 from .model import CRITICAL, CheckRec, NodeRec, ServiceRec
+from .tx import (
+    TOPIC_ALL,
+    TOPIC_CHECKS,
+    TOPIC_KV,
+    TOPIC_NODES,
+    TOPIC_RUNNABLE,
+    TOPIC_SERVICES,
+    TOPIC_TTL,
+    StateError,
+    Tx,
+    service_topic,
+)
 
 __all__ = [
     "TOPIC_ALL",
@@ -36,59 +48,8 @@ __all__ = [
     "service_topic",
 ]
 
-TOPIC_NODES = "nodes"
-TOPIC_SERVICES = "services"
-TOPIC_CHECKS = "checks"
-TOPIC_KV = "kv"
-TOPIC_TTL = "ttl"
-# Emitted when a check the agent executes (HTTP/TCP) appears, changes or goes away.
-TOPIC_RUNNABLE = "runnable"
-TOPIC_ALL = "*"
 # Consul's reaper never deregisters sooner than this, whatever the check asked for.
 _MIN_DEREGISTER_AFTER = 60.0
-
-
-def service_topic(name: str) -> str:
-    """The topic a blocking query on one service's health or catalog entry waits on."""
-    return "svc:" + name
-
-
-class StateError(Exception):
-    """A write Consul would refuse; ``status`` and ``message`` become the plain-text answer."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-class Tx:
-    """One write: allocates an index lazily and records what it touched."""
-
-    __slots__ = ("_index", "_state", "services", "tables", "topics")
-
-    def __init__(self, state: State) -> None:
-        self._state = state
-        self._index: int | None = None
-        self.services: set[str] = set()
-        self.tables: set[str] = set()
-        self.topics: set[str] = set()
-
-    @property
-    def index(self) -> int:
-        """This write's index, allocated on first use so no-op writes leave the index alone."""
-        if self._index is None:
-            self._state._index += 1
-            self._index = self._state._index
-        return self._index
-
-    @property
-    def changed(self) -> bool:
-        return self._index is not None
-
-    def touch(self) -> None:
-        """Mark the write as a change even if nothing else asked for the index yet."""
-        _ = self.index
 
 
 class State:
@@ -125,11 +86,15 @@ class State:
         """The last index handed out (Consul's Raft commit index)."""
         return self._index
 
+    def _allocate(self) -> int:
+        self._index += 1
+        return self._index
+
     @contextmanager
     def write(self) -> Iterator[Tx]:
         """Run a write; on success commit its indexes and notify the topics it touched."""
         with self.lock:
-            tx = Tx(self)
+            tx = Tx(self._allocate)
             yield tx
             topics = self._commit(tx)
         if topics and self.notify is not None:

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Self, TypeVar
 
+from meshlib.testing.faultproxy.link import Link
 from meshlib.testing.faultproxy.toxics import (
     Bandwidth,
     Direction,
     Latency,
     LimitData,
-    Link,
     ResetAfterBytes,
     ResetPeer,
     SlowClose,
