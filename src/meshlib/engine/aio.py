@@ -25,7 +25,10 @@ from typing import Any
 
 import httpx
 
+from meshlib.extensions import DEADLINE
+
 from .aio_connection import (
+    NEVER,
     TIMEOUT,
     Connection,
     ResponseStream,
@@ -126,8 +129,10 @@ class _Pool(PoolBase[Connection]):
 class AsyncEngine(EngineBase["_Pool"], httpx.AsyncBaseTransport):
     """HTTP/1.1 keep-alive transport for mesh endpoints; limits apply per origin.
 
-    Reads ``request.extensions["timeout"]`` (as set by httpx) and
-    ``request.extensions["sni_hostname"]`` (TLS server name, the mesh's service name).
+    Reads ``request.extensions["timeout"]`` (as set by httpx),
+    ``request.extensions["sni_hostname"]`` (TLS server name, the mesh's service name) and the
+    attempt's deadline (``extensions.DEADLINE``), which bounds every wait of the exchange,
+    head and body, however the server paces its bytes.
     """
 
     _loop: asyncio.AbstractEventLoop | None = None  # the loop the pools belong to
@@ -142,6 +147,7 @@ class AsyncEngine(EngineBase["_Pool"], httpx.AsyncBaseTransport):
         head = encode_head(request)
         t = timeouts(request)
         conn = pool.take_idle() or await pool.acquire(request, t)
+        conn.hard = request.extensions.get(DEADLINE, NEVER)
         parser = conn.parser = conn.spare
         parser.start(request, request.method == "HEAD")
         try:

@@ -75,6 +75,7 @@ class Connection(asyncio.Protocol):
         self.spare = ResponseParser()
         self.waiter: asyncio.Future[Any] | None = None
         self.deadline = NEVER  # when the current wait times out
+        self.hard = NEVER  # the exchange's deadline (extensions.DEADLINE): no wait outlives it
         self.timer: asyncio.TimerHandle | None = None
         self.error: BaseException | None = None
         self.lost = False  # peer closed or transport gone: never reuse
@@ -155,8 +156,12 @@ class Connection(asyncio.Protocol):
         """
         loop = self._loop
         fut = self.waiter = loop.create_future()
-        if limit is not None:
-            deadline = self.deadline = loop.time() + limit
+        hard = self.hard
+        if limit is not None or hard != NEVER:
+            deadline = NEVER if limit is None else loop.time() + limit
+            if hard < deadline:
+                deadline = hard
+            self.deadline = deadline
             timer = self.timer
             if timer is None or timer.when() > deadline:
                 if timer is not None:
@@ -188,7 +193,11 @@ class Connection(asyncio.Protocol):
         parser = self.parser
         assert parser is not None
         while self.write_paused and not self.lost and not parser.headers_done:
-            if await self.wait(limit):
+            started = self._loop.time()
+            timed_out = await self.wait(limit)
+            # httpx's write timeout bounds each wait for the socket to take more bytes, even
+            # when the peer reads again just after it passed (as httpcore measures it).
+            if timed_out or (limit is not None and self._loop.time() - started > limit):
                 raise httpx.WriteTimeout("Timed out sending the request.", request=request)
         if self.write_paused or self.lost:
             parser.keep_alive = False
@@ -204,6 +213,7 @@ class Connection(asyncio.Protocol):
     def finish(self, reuse: bool) -> None:
         """Hand the connection back to its pool once the exchange is over."""
         self.parser = None
+        self.hard = NEVER
         self.pool.release(self, reuse and not self.lost)
 
     def abort(self) -> None:

@@ -18,11 +18,14 @@ import contextlib
 import select
 import socket
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
+
+from meshlib.extensions import DEADLINE
 
 from .http11 import (
     LAST_CHUNK,
@@ -49,7 +52,17 @@ _BUFFER_SIZE = 65536
 class _Connection:
     """A connected (possibly TLS) socket plus its receive buffer and liveness poller."""
 
-    __slots__ = ("_poller", "_timeout", "idle", "idle_since", "parser", "pool", "sock", "view")
+    __slots__ = (
+        "_poller",
+        "_timeout",
+        "hard",
+        "idle",
+        "idle_since",
+        "parser",
+        "pool",
+        "sock",
+        "view",
+    )
 
     def __init__(self, pool: _Pool, sock: socket.socket, limit: float | None) -> None:
         self.pool = pool
@@ -59,6 +72,8 @@ class _Connection:
         self.idle = False
         self.idle_since = 0.0
         self._timeout: Any = limit
+        self.hard: float | None = None
+        """The current exchange's deadline on ``time.monotonic()``: no read or write outlives it."""
         self._poller = select.poll()
         self._poller.register(sock, select.POLLIN)
 
@@ -66,7 +81,19 @@ class _Connection:
         """An idle socket that is readable was closed by the peer (or holds garbage)."""
         return not self._poller.poll(0)
 
+    def _bounded(self, limit: float | None, request: httpx.Request, write: bool) -> float | None:
+        """``limit`` capped by the time left before the exchange's deadline."""
+        if self.hard is None:
+            return limit
+        left = self.hard - time.monotonic()
+        if left <= 0:
+            if write:
+                raise httpx.WriteTimeout("Deadline reached sending the request.", request=request)
+            raise httpx.ReadTimeout("Deadline reached reading the response.", request=request)
+        return left if limit is None or left < limit else limit
+
     def write(self, data: bytes, request: httpx.Request, limit: float | None) -> None:
+        limit = self._bounded(limit, request, True)
         if limit != self._timeout:
             self.sock.settimeout(limit)
             self._timeout = limit
@@ -77,6 +104,7 @@ class _Connection:
 
     def receive(self, parser: ResponseParser, request: httpx.Request, limit: float | None) -> None:
         """Read once and feed the parser; EOF finishes or fails the response."""
+        limit = self._bounded(limit, request, False)
         if limit != self._timeout:
             self.sock.settimeout(limit)
             self._timeout = limit
@@ -90,6 +118,7 @@ class _Connection:
             parser.feed_eof()
 
     def abort(self) -> None:
+        self.pool.live.discard(self)
         with contextlib.suppress(OSError):
             self.sock.close()
 
@@ -114,11 +143,25 @@ class _Pool(PoolBase[_Connection]):
         self.engine = engine
         self.lock = threading.Lock()
         self.waiters: deque[_Waiter] = deque()
+        self.live: set[_Connection] = set()
+        """Every open connection, in use or idle: a response dropped half-read must not take
+        its connection down with it before ``_ResponseStream.__del__`` has closed it."""
+        self.dropped: deque[_Connection] = deque()
+        """Connections of responses dropped half-read (``_ResponseStream.__del__``), whose slots
+        are freed under the lock at the next acquire or release."""
+
+    def _reap_dropped(self) -> None:
+        """Free the slots of dropped connections; the caller holds ``lock``."""
+        dropped = self.dropped
+        while dropped:
+            self.drop(dropped.popleft())
 
     def acquire(self, request: httpx.Request, t: dict[str, float | None]) -> _Connection:
         while True:
             waiter = None
             with self.lock:
+                if self.dropped:
+                    self._reap_dropped()
                 conn = self.take_idle()
                 if conn is None and not self.reserve():
                     waiter = _Waiter()
@@ -157,7 +200,9 @@ class _Pool(PoolBase[_Connection]):
             if self.tls:
                 ctx = self.engine.ssl_context()
                 sock = ctx.wrap_socket(sock, server_hostname=self.server_hostname)
-            return _Connection(self, sock, limit)
+            conn = _Connection(self, sock, limit)
+            self.live.add(conn)
+            return conn
         except BaseException as exc:
             if sock is not None:
                 sock.close()
@@ -177,8 +222,22 @@ class _Pool(PoolBase[_Connection]):
         return True
 
     def release(self, conn: _Connection, reuse: bool) -> None:
+        conn.hard = None
         with self.lock:
             super().release(conn, reuse)
+            if self.dropped:
+                self._reap_dropped()
+
+    def dropped_unread(self, conn: _Connection) -> None:
+        """A response was dropped half-read, from ``__del__`` (any thread, any moment: perhaps
+        inside this pool's own locked section, so it must not block on the lock)."""
+        conn.abort()  # the socket goes now; never reused
+        self.dropped.append(conn)
+        if self.lock.acquire(blocking=False):
+            try:
+                self._reap_dropped()
+            finally:
+                self.lock.release()
 
 
 class _ResponseStream(httpx.SyncByteStream):
@@ -218,12 +277,23 @@ class _ResponseStream(httpx.SyncByteStream):
             parser = self._parser
             conn.pool.release(conn, parser.complete and parser.keep_alive)
 
+    def __del__(self) -> None:
+        # Dropped without being closed (a caller abandoned a half-read response): the
+        # connection can never be reused, and until it is released it holds one of the pool's
+        # slots and an open socket.
+        conn = self._conn
+        if conn is not None:
+            self._conn = None
+            conn.pool.dropped_unread(conn)
+
 
 class SyncEngine(EngineBase["_Pool"], httpx.BaseTransport):
     """HTTP/1.1 keep-alive transport for mesh endpoints; limits apply per origin.
 
-    Reads ``request.extensions["timeout"]`` (as set by httpx) and
-    ``request.extensions["sni_hostname"]`` (TLS server name, the mesh's service name).
+    Reads ``request.extensions["timeout"]`` (as set by httpx),
+    ``request.extensions["sni_hostname"]`` (TLS server name, the mesh's service name) and the
+    attempt's deadline (``extensions.DEADLINE``), which bounds every read and write of the
+    exchange however the server paces its bytes.
     """
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
@@ -234,6 +304,7 @@ class SyncEngine(EngineBase["_Pool"], httpx.BaseTransport):
         head = encode_head(request)
         t = timeouts(request)
         conn = pool.acquire(request, t)
+        conn.hard = request.extensions.get(DEADLINE)
         parser = conn.parser
         parser.start(request, request.method == "HEAD")
         limit = t.get("read")
