@@ -59,6 +59,21 @@ class _Pool(PoolBase[Connection]):
         self.engine = engine
         self.loop = asyncio.get_running_loop()
         self.waiters: deque[asyncio.Future[Any]] = deque()
+        self.live: set[Connection] = set()
+        """Every open connection, for a forked child to close its copies of."""
+
+    def drop(self, conn: Connection) -> None:
+        self.live.discard(conn)
+        super().drop(conn)
+
+    def forget_inherited(self) -> None:
+        # The parent's event loop is not this process's: close only the socket objects (which
+        # also stops their transports' finalizers from closing a reused descriptor later).
+        for conn in list(self.live):
+            conn.forget_socket()
+        self.live.clear()
+        self.idle.clear()
+        self.waiters.clear()
 
     async def acquire(self, request: httpx.Request, t: Timeouts) -> Connection:
         conn = self.take_idle()
@@ -99,6 +114,7 @@ class _Pool(PoolBase[Connection]):
 
     async def _connect(self, request: httpx.Request, limit: float | None) -> Connection:
         conn = Connection(self)
+        self.live.add(conn)
         try:
             ctx = self.engine.ssl_context() if self.tls else None
             async with asyncio.timeout(limit):  # new connections only, not per request

@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from typing import Any, Protocol
 
 import httpx
 
+from .forking import keep
 from .http11 import (
     LAST_CHUNK,
     frame_chunk,
@@ -215,6 +217,23 @@ class Connection(asyncio.Protocol):
         self.parser = None
         self.hard = NEVER
         self.pool.release(self, reuse and not self.lost)
+
+    def forget_socket(self) -> None:
+        """In a forked child: close this process's copy of the socket, and nothing else (the
+        transport belongs to the parent's event loop, whose copy here never runs again)."""
+        self.lost = True
+        transport, self.transport = self.transport, None
+        if transport is None:
+            return
+        keep(transport)  # its finalizer must never run here: it would touch the parent's loop
+        # asyncio's socket transports keep the socket as ``_sock``; a TLS transport's socket is
+        # reached through its extra info, whose wrapper keeps it the same way.
+        sock = getattr(transport, "_sock", None)
+        if not isinstance(sock, socket.socket):
+            sock = getattr(transport.get_extra_info("socket"), "_sock", None)
+        if isinstance(sock, socket.socket):
+            with contextlib.suppress(OSError):
+                sock.close()
 
     def abort(self) -> None:
         self.lost = True

@@ -24,6 +24,8 @@ import httpx
 
 from meshlib.extensions import ATTEMPT_HEADERS
 
+from .forking import track
+
 __all__ = [
     "DEFAULT_LIMITS",
     "LAST_CHUNK",
@@ -260,6 +262,10 @@ class PoolBase(Generic[C]):
         while self.idle:
             self.drop(self.idle.pop())
 
+    def forget_inherited(self) -> None:
+        """In a forked child: close this process's copies of every connection, quietly."""
+        raise NotImplementedError
+
 
 P = TypeVar("P", bound=PoolBase[Any])
 
@@ -291,6 +297,14 @@ class EngineBase(Generic[P]):
         self._trust_env = trust_env
         self._ssl: ssl.SSLContext | None = None
         self._pools: dict[OriginKey, P] = {}
+        track(self)
+
+    def forget_inherited(self) -> None:
+        """In a forked child: forget the parent's connections (see ``forking``)."""
+        pools, self._pools = self._pools, {}
+        for pool in pools.values():
+            pool.closed = True
+            pool.forget_inherited()
 
     def ssl_context(self) -> ssl.SSLContext:
         if self._ssl is None:

@@ -228,6 +228,14 @@ class _Pool(PoolBase[_Connection]):
             if self.dropped:
                 self._reap_dropped()
 
+    def forget_inherited(self) -> None:
+        # The lock may have been held by a parent thread at the fork: never take it here.
+        for conn in list(self.live):
+            conn.abort()
+        self.idle.clear()
+        self.waiters.clear()
+        self.dropped.clear()
+
     def dropped_unread(self, conn: _Connection) -> None:
         """A response was dropped half-read, from ``__del__`` (any thread, any moment: perhaps
         inside this pool's own locked section, so it must not block on the lock)."""
