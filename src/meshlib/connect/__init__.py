@@ -1,0 +1,18 @@
+"""Consul Connect, natively: service identities, mutual TLS and intentions, with no sidecar.
+
+``identity`` parses the SPIFFE IDs in Connect leaf certificates; ``tls`` builds the mutual-TLS
+contexts in memory from the local agent's PEM answers and keeps a server's context current
+through rotation. Imports L0 and ``consul``: L1.
+"""
+
+from meshlib.connect.identity import SpiffeID, parse_spiffe_id
+from meshlib.connect.tls import RotatingServerContext, client_context, peer_uris, server_context
+
+__all__ = [
+    "RotatingServerContext",
+    "SpiffeID",
+    "client_context",
+    "parse_spiffe_id",
+    "peer_uris",
+    "server_context",
+]
