@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections import deque
 from typing import Any
 
 import httpx
 
+from meshlib.errors import ConfigError
 from meshlib.extensions import DEADLINE
 
 from .aio_connection import (
@@ -42,6 +44,7 @@ from .http11 import (
     OriginKey,
     PoolBase,
     connect_error,
+    connect_refused,
     encode_head,
     in_memory_body,
     origin_key,
@@ -116,7 +119,11 @@ class _Pool(PoolBase[Connection]):
         conn = Connection(self)
         self.live.add(conn)
         try:
-            ctx = self.engine.ssl_context() if self.tls else None
+            peer = self.connect
+            if peer is not None:
+                ctx: ssl.SSLContext | None = peer.context()
+            else:
+                ctx = self.engine.ssl_context() if self.tls else None
             async with asyncio.timeout(limit):  # new connections only, not per request
                 await self.loop.create_connection(
                     lambda: conn,
@@ -125,6 +132,11 @@ class _Pool(PoolBase[Connection]):
                     ssl=ctx,
                     server_hostname=self.server_hostname if ctx is not None else None,
                 )
+            if peer is not None and conn.transport is not None:
+                ssl_object = conn.transport.get_extra_info("ssl_object")
+                reason = peer.check(ssl_object.getpeercert() if ssl_object else None)
+                if reason is not None:
+                    raise connect_refused(reason, request)
         except BaseException as exc:
             self.drop(conn)
             if isinstance(exc, OSError):  # includes ssl.SSLError and TimeoutError
@@ -154,7 +166,11 @@ class AsyncEngine(EngineBase["_Pool"], httpx.AsyncBaseTransport):
     _loop: asyncio.AbstractEventLoop | None = None  # the loop the pools belong to
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        if self._loop is not asyncio.get_running_loop():
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            raise _not_asyncio(request) from None
+        if self._loop is not running:
             self._rebind()
         key = origin_key(request)
         pool = self._pools.get(key)
@@ -194,7 +210,11 @@ class AsyncEngine(EngineBase["_Pool"], httpx.AsyncBaseTransport):
 
     def _rebind(self) -> None:
         """First use, or used from a new event loop: connections cannot follow, start over."""
-        old, self._loop = self._loop, asyncio.get_running_loop()
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # closed from outside asyncio (under trio, say): nothing to keep
+            running = None
+        old, self._loop = self._loop, running
         pools, self._pools = self._pools, {}
         if old is not None and not old.is_closed():
             for pool in pools.values():
@@ -204,3 +224,14 @@ class AsyncEngine(EngineBase["_Pool"], httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         """Close every pooled connection; in-flight ones close when their response does."""
         self._rebind()
+
+
+def _not_asyncio(request: httpx.Request) -> ConfigError:
+    """The error for a call made outside a running asyncio event loop (under trio, say)."""
+    service = request.headers.get("host", request.url.host)
+    return ConfigError(
+        f"meshlib.AsyncMeshClient needs a running asyncio event loop, and this call to "
+        f"{service!r} has none (trio or another async library?). Run it under "
+        "asyncio, or call the service from a worker thread with the sync meshlib.MeshClient "
+        "(for trio: trio.to_thread.run_sync); see docs/migrating.md."
+    )
