@@ -7,7 +7,10 @@ them, so the names live here, in L0, rather than in either layer.
 
 from __future__ import annotations
 
-__all__ = ["ATTEMPT_HEADERS", "DEADLINE", "POLICY", "PREFETCH"]
+import ssl
+from typing import Any, Protocol
+
+__all__ = ["ATTEMPT_HEADERS", "CONNECT", "DEADLINE", "POLICY", "PREFETCH", "ConnectPeer"]
 
 POLICY = "mesh"
 """Per-request options (a ``CallPolicy`` or a dict); on a response, which endpoint answered."""
@@ -22,3 +25,21 @@ DEADLINE = "mesh_deadline"
 ATTEMPT_HEADERS = "mesh_attempt_headers"
 """Headers for one attempt only (deadline, trace context), which meshlib's engine writes on the
 wire in place of any header of the same name, so the caller's request is never changed."""
+
+CONNECT = "mesh_connect"
+"""A ``ConnectPeer``: the attempt goes over Consul Connect mutual TLS to that identity."""
+
+
+class ConnectPeer(Protocol):
+    """What an engine needs to open a Connect connection (``meshlib.connect`` provides it)."""
+
+    key: str
+    """Names the identity expected; connections are pooled per endpoint and identity."""
+    server_hostname: str
+    """The TLS server name to send (Envoy sidecars route on it)."""
+
+    def context(self) -> ssl.SSLContext:
+        """The current client context: our leaf, the current roots, peer certificate required."""
+
+    def check(self, peercert: dict[str, Any] | None) -> str | None:
+        """None if the server's certificate names the expected identity, else why not."""

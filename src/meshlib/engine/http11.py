@@ -22,7 +22,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 import httpx
 
-from meshlib.extensions import ATTEMPT_HEADERS
+from meshlib.extensions import ATTEMPT_HEADERS, CONNECT, ConnectPeer
 
 from .forking import track
 
@@ -75,8 +75,16 @@ def origin_key(request: httpx.Request) -> OriginKey:
     """
     url = request.url
     scheme = url.raw_scheme
+    connect = request.extensions.get(CONNECT)
+    if connect is not None:  # Connect mutual TLS, whatever the URL's scheme: one pool per identity
+        return (b"https", url.raw_host, url.port, "connect:" + connect.key)
     sni = request.extensions.get("sni_hostname") if scheme == b"https" else None
     return (scheme, url.raw_host, url.port, sni)
+
+
+def connect_refused(reason: str, request: httpx.Request) -> httpx.ConnectError:
+    """A Connect server whose certificate names another identity: the request was never sent."""
+    return httpx.ConnectError(f"Connect identity check failed: {reason}", request=request)
 
 
 #: ``request.extensions`` key of headers added for one attempt only (``[(name, value)]``, str):
@@ -193,7 +201,11 @@ class PoolBase(Generic[C]):
         self.tls = scheme == b"https"
         self.host = host.decode("ascii")
         self.port = port or (443 if self.tls else 80)
-        self.server_hostname = sni or self.host
+        self.connect: ConnectPeer | None = request.extensions.get(CONNECT)
+        if self.connect is not None:
+            self.server_hostname = self.connect.server_hostname
+        else:
+            self.server_hostname = sni or self.host
         self.max_open = limits.max_connections
         self.max_idle = limits.max_keepalive_connections
         self.expiry = limits.keepalive_expiry

@@ -33,6 +33,7 @@ from .http11 import (
     OriginKey,
     PoolBase,
     connect_error,
+    connect_refused,
     encode_head,
     frame_chunk,
     in_memory_body,
@@ -197,7 +198,14 @@ class _Pool(PoolBase[_Connection]):
         try:
             sock = socket.create_connection((self.host, self.port), timeout=limit)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.tls:
+            peer = self.connect
+            if peer is not None:
+                tls = peer.context().wrap_socket(sock, server_hostname=self.server_hostname)
+                sock = tls
+                reason = peer.check(tls.getpeercert())
+                if reason is not None:
+                    raise connect_refused(reason, request)
+            elif self.tls:
                 ctx = self.engine.ssl_context()
                 sock = ctx.wrap_socket(sock, server_hostname=self.server_hostname)
             conn = _Connection(self, sock, limit)
