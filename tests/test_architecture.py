@@ -35,6 +35,10 @@ OWNERS = {
     # The test upstreams (a side package, never on the request path) parse requests with it.
     "httptools": ("meshlib.engine", "meshlib.upstream"),
     "httpcore": ("meshlib.pipeline.mocking",),
+    # Serving Connect with uvicorn (optional: the `connect` extra), and decoding a PEM client
+    # certificate (the ASGI TLS extension's form); FakeConsul's CA issues certificates with it.
+    "uvicorn": ("meshlib.connect.uvicorn",),
+    "cryptography": ("meshlib.connect.middleware", "meshlib.testing.fake_consul"),
     "aiohttp": (),
     "aiobreaker": (),
     "requests": (),

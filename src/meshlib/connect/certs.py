@@ -19,6 +19,7 @@ import random
 import threading
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from meshlib.connect.identity import SpiffeID, parse_spiffe_id
 from meshlib.consul.connect import ConnectAgent, ConnectUnavailable, Leaf, Roots
@@ -26,6 +27,7 @@ from meshlib.consul.connect import ConnectAgent, ConnectUnavailable, Leaf, Roots
 __all__ = ["Bundle", "CertificateWatcher"]
 
 log = logging.getLogger("meshlib.connect")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,12 +59,14 @@ class CertificateWatcher:
         *,
         first_timeout: float = 10.0,
         backoff: tuple[float, float] = (0.5, 30.0),
+        min_interval: float = 0.1,
         rng: random.Random | None = None,
     ) -> None:
         self._agent = agent
         self.service = service
         self._first_timeout = first_timeout
         self._backoff = backoff
+        self._min_interval = min_interval
         self._rng = rng or random.Random()
         self._leaf: Leaf | None = None
         self._roots: Roots | None = None
@@ -124,6 +128,17 @@ class CertificateWatcher:
             return self.start()
         return self._bundle
 
+    @property
+    def agent(self) -> ConnectAgent:
+        return self._agent
+
+    def submit(self, coro: Awaitable[T]) -> concurrent.futures.Future[T]:
+        """Run an agent call on the watcher's own loop (callers may have another, or none)."""
+        if self._loop is None:
+            self.start()
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
+
     def subscribe(self, callback: Callable[[Bundle], None]) -> None:
         """``callback(bundle)`` on every change, from the watcher's thread."""
         self._subscribers.append(callback)
@@ -170,6 +185,8 @@ class CertificateWatcher:
                 await asyncio.sleep(self._rng.uniform(delay / 2, delay))
                 continue
             failures = 0
+            if new == index:  # woke with nothing new (wait elapsed, or a chatty agent): pace it
+                await asyncio.sleep(self._min_interval)
             index = new if new >= index else 0  # an index going backwards starts over
 
     def _publish(self, what: str) -> None:

@@ -36,10 +36,10 @@ class Peer:
 
     __slots__ = ("_client", "expected", "key", "server_hostname")
 
-    def __init__(self, client: ConnectClient, expected: SpiffeID) -> None:
+    def __init__(self, client: ConnectClient, expected: SpiffeID, mine: SpiffeID) -> None:
         self._client = client
         self.expected = expected
-        self.key = expected.uri
+        self.key = f"{mine.uri} -> {expected.uri}"  # a connection carries both identities
         td = expected.trust_domain
         self.server_hostname = (
             f"{expected.service}.{expected.namespace}.{expected.datacenter}.internal.{td}"
@@ -55,7 +55,8 @@ class Peer:
             if sid is not None and sid.same_service(self.expected):
                 return None
         shown = ", ".join(uris) if uris else "no SPIFFE URI"
-        return f"the server presented {shown}; calling {self.expected.service!r} needs {self.key}"
+        needs = self.expected.uri
+        return f"the server presented {shown}; calling {self.expected.service!r} needs {needs}"
 
 
 class ConnectClient:
@@ -96,7 +97,7 @@ class ConnectClient:
                 namespace=mine.namespace,
                 partition=mine.partition,
             )
-            peer = self._peers[service] = Peer(self, expected)
+            peer = self._peers[service] = Peer(self, expected, mine)
         return peer
 
 

@@ -223,7 +223,13 @@ class AsyncEngine(EngineBase["_Pool"], httpx.AsyncBaseTransport):
 
     async def aclose(self) -> None:
         """Close every pooled connection; in-flight ones close when their response does."""
+        had = self._loop
         self._rebind()
+        # An aborted transport closes its socket on the loop's next turn: take that turn, so
+        # the sockets are really closed when aclose() returns (a server waiting for its
+        # connections to go, for one, would otherwise wait for this loop to run again).
+        if had is not None and had is self._loop:
+            await asyncio.sleep(0)
 
 
 def _not_asyncio(request: httpx.Request) -> ConfigError:
