@@ -71,3 +71,57 @@ def test_wsgi_incoming_deadline_caps_outbound_calls_while_streaming() -> None:
     assert 0 < int(echo["headers"]["x-mesh-deadline-ms"]) <= 700
     assert statuses == ["200 OK"]
     assert current_deadline() is None
+
+
+_GARBAGE_DEADLINES = [
+    b"\xb2",
+    b"\xb9\xb2\xb3",
+    "١٢".encode(),
+    b"\xd9\xa1",
+    b"-5",
+    b"+5",
+    b"1e3",
+    b"",
+    b" ",
+    b"12\x00",
+]
+
+
+async def test_asgi_ignores_garbage_deadlines_without_raising() -> None:
+    seen: list[float | None] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        d = current_deadline()
+        seen.append(None if d is None else d.remaining())
+
+    mw = meshlib.MeshASGIMiddleware(app)
+    for raw in _GARBAGE_DEADLINES:
+        await mw({"type": "http", "headers": [(b"x-mesh-deadline-ms", raw)]}, None, None)
+    assert seen == [None] * len(_GARBAGE_DEADLINES)
+
+
+def test_wsgi_ignores_garbage_deadlines_without_raising() -> None:
+    seen: list[float | None] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        d = current_deadline()
+        seen.append(None if d is None else d.remaining())
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    mw = meshlib.MeshWSGIMiddleware(app)
+    values: list[Any] = [raw.decode("latin-1") for raw in _GARBAGE_DEADLINES]
+    values += ["١٢", "²", 12, None]
+    for value in values:
+        body = mw({"HTTP_X_MESH_DEADLINE_MS": value}, lambda s, h: None)
+        assert list(body) == [b"ok"]
+    assert seen == [None] * len(values)
+
+
+def test_parse_deadline_accepts_only_ascii_digits() -> None:
+    from meshlib.scope.context import parse_deadline
+
+    assert parse_deadline("250") == 0.25
+    assert parse_deadline(" 250 ") == 0.25
+    for value in ["²", "١٢", "\uff11\uff12", "0x10", "1_000", "-1", "1.5", "9" * 13]:
+        assert parse_deadline(value) is None, value

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import math
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
@@ -153,12 +154,19 @@ def format_deadline(remaining: float) -> str:
     return str(max(1, int(remaining * 1000)))
 
 
-def parse_deadline(value: str | None, *, cap: float = 3600.0) -> float | None:
+def parse_deadline(value: object, *, cap: float = 3600.0) -> float | None:
     """Seconds from an incoming deadline header; None if absent or malformed (never trusted
-    beyond ``cap``, so a hostile caller cannot make us wait for days)."""
-    if not value:
+    beyond ``cap``, so a hostile caller cannot make us wait for days).
+
+    Only 1 to 12 ASCII digits count: ``str.isdigit`` also accepts superscripts and other
+    scripts' digits (``"²"``, ``"١٢"``), which ``int`` then refuses or reads, so a garbage
+    header is ignored here and never raises."""
+    if not isinstance(value, str):
         return None
-    value = value.strip()
-    if not value.isdigit() or len(value) > 12:
+    match = _DEADLINE_DIGITS.fullmatch(value.strip(" \t"))
+    if match is None:
         return None
-    return min(int(value) / 1000.0, cap)
+    return min(int(match.group()) / 1000.0, cap)
+
+
+_DEADLINE_DIGITS = re.compile(r"[0-9]{1,12}", re.ASCII)
