@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["Endpoint", "is_ip_literal", "parse_endpoint", "validate_host"]
+__all__ = ["Endpoint", "inet_aton_value", "is_ip_literal", "parse_endpoint", "validate_host"]
 
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
@@ -28,8 +28,52 @@ def is_ip_literal(host: str) -> bool:
     return True
 
 
+def inet_aton_value(text: str) -> ipaddress.IPv4Address | None:
+    """The IPv4 address the C library's ``inet_aton`` (and so ``getaddrinfo``) reads ``text``
+    as, or None: one to four parts, each decimal, octal (leading ``0``) or hex (``0x``), the
+    last filling the remaining bytes, so ``2852039166``, ``0xa9fea9fe``,
+    ``0251.0376.0251.0376`` and ``169.254.43518`` all mean 169.254.169.254.
+
+    A pure function, so a hostile spelling can be judged without resolving or dialling it."""
+    parts = text.split(".")
+    if not 1 <= len(parts) <= 4:
+        return None
+    values: list[int] = []
+    for part in parts:
+        lower = part.lower()
+        try:
+            if lower.startswith("0x"):
+                values.append(int(lower[2:] or "0", 16) if _HEX.fullmatch(lower[2:]) else -1)
+            elif len(lower) > 1 and lower.startswith("0"):
+                values.append(int(lower, 8) if _OCT.fullmatch(lower) else -1)
+            else:
+                values.append(int(lower) if _DEC.fullmatch(lower) else -1)
+        except ValueError:
+            return None
+        if values[-1] < 0:
+            return None
+    *head, last = values
+    if any(v > 255 for v in head) or last >= 256 ** (4 - len(head)):
+        return None
+    number = last
+    for i, v in enumerate(head):
+        number += v << (8 * (3 - i))
+    return ipaddress.IPv4Address(number)
+
+
+_HEX = re.compile(r"[0-9a-f]*", re.ASCII)
+_OCT = re.compile(r"[0-7]+", re.ASCII)
+_DEC = re.compile(r"[0-9]+", re.ASCII)
+
+
 def validate_host(host: str) -> str:
-    """Return ``host`` (brackets stripped from IPv6) or raise ``ValueError`` saying why."""
+    """Return ``host`` (brackets stripped from IPv6) or raise ``ValueError`` saying why.
+
+    Numeric hosts must be canonical, as Envoy's address parser (``inet_pton``) requires: a
+    dotted quad or an IPv6 literal. Other spellings the C resolver accepts (``2852039166``,
+    ``0x7f.1``, ``010.0.0.1``) are refused with the address they stand for, and so is any
+    name whose last label is all digits (RFC 1123 2.1: no host name looks numeric), so no
+    filter that reads the address as text can be walked around."""
     bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     if is_ip_literal(bare):
         return bare
@@ -38,6 +82,17 @@ def validate_host(host: str) -> str:
     labels = bare.rstrip(".").split(".")
     if not all(_LABEL.match(label) for label in labels):
         raise ValueError(f"host {host!r} is not an IP address or an RFC 1123 hostname")
+    meant = inet_aton_value(bare.rstrip("."))
+    if meant is not None:
+        raise ValueError(
+            f"host {host!r} is a non-canonical spelling of the IPv4 address {meant}; "
+            "write numeric addresses as a dotted quad (a.b.c.d, decimal, no leading zeros)"
+        )
+    if labels[-1].isascii() and labels[-1].isdigit():
+        raise ValueError(
+            f"host {host!r} is neither a dotted-quad IPv4 address nor a host name "
+            "(a host name's last label is never all digits)"
+        )
     return bare
 
 

@@ -22,7 +22,13 @@ from typing import Any
 
 from meshlib.endpoint import Endpoint, validate_host
 
-__all__ = ["ParsedEntries", "aggregated_status", "parse_health_entries", "valid_service_name"]
+__all__ = [
+    "ParsedEntries",
+    "address_refusal",
+    "aggregated_status",
+    "parse_health_entries",
+    "valid_service_name",
+]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
 
@@ -70,16 +76,33 @@ def _weight(service: Mapping[str, Any], status: str) -> float:
     return float(value)
 
 
+def address_refusal(host: str, *, allow_link_local: bool = False) -> str | None:
+    """Why a registry address must not be dialled, or None; never resolves or connects.
+
+    The host is judged as the socket layer will read it: non-canonical numeric spellings are
+    refused (``validate_host``), and an IPv4-mapped IPv6 address (``::ffff:169.254.169.254``,
+    ``::ffff:a9fe:a9fe``) is judged as the IPv4 address it reaches."""
+    try:
+        _address_ok(validate_host(host), allow_link_local)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
 def _address_ok(host: str, allow_link_local: bool) -> None:
     try:
-        ip = ipaddress.ip_address(host)
+        parsed = ipaddress.ip_address(host)
     except ValueError:
         return
+    ip: ipaddress.IPv4Address | ipaddress.IPv6Address = parsed
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        ip = parsed.ipv4_mapped
     if ip.is_unspecified:
         raise ValueError(f"address {host} is unspecified")
     if ip.is_link_local and not allow_link_local:
         raise ValueError(
-            f"address {host} is link-local (metadata services live there); "
+            f"address {host} is link-local{'' if ip == parsed else f' ({ip})'} "
+            "(metadata services live there); "
             "set MESH_CONSUL_ALLOW_LINK_LOCAL=true to allow it"
         )
 
