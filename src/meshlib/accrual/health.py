@@ -15,9 +15,13 @@ closes. An adapter would have had to re-implement all of that around its interna
 implements the state machine here (about 200 lines, clock and randomness injected).
 
 Health is readable state: the balancer asks ``admit(now)`` before it spends an attempt, which
-also claims the single probe slot atomically. ``max_ejection_percent`` caps how many endpoints
-of a service may be dead at once, but one may always be (envoy #26877: small clusters must
-still eject their one bad host).
+also claims the single probe slot atomically, and the group keeps the count of endpoints that
+are not alive, so panic mode (more than half unavailable: balance over all of them) costs one
+comparison per pick. ``max_ejection_percent`` can cap how many endpoints of a service may be
+dead at once (Envoy's outlier-detection knob), but one may always be (envoy #26877: small
+clusters must still eject their one bad host). Its default is 100, as in Finagle, which has no
+cap: the protection for the survivors is panic mode, and a cap of 50% would keep panic mode
+from ever starting.
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ class AccrualPolicy:
     min_requests: int = 5
     backoff_min: float = 5.0
     backoff_max: float = 300.0
-    max_ejection_percent: float = 50.0
+    max_ejection_percent: float = 100.0
     enabled: bool = True
 
     def __post_init__(self) -> None:
@@ -68,12 +72,29 @@ class HealthGroup:
     def __init__(self, policy: AccrualPolicy, rng: random.Random) -> None:
         self.policy = policy
         self.rng = rng
-        self.members: list[EndpointHealth] = []
+        self._members: list[EndpointHealth] = []
+        self.dead = 0
+        """Members not alive (dead or probing), kept current by their transitions."""
         self.on_change: Callable[[EndpointHealth, str, str], None] | None = None
         self.lock = threading.Lock()
 
+    @property
+    def members(self) -> list[EndpointHealth]:
+        return self._members
+
+    @members.setter
+    def members(self, members: list[EndpointHealth]) -> None:
+        """A discovery update: the set changed, so count again (O(n), once per update)."""
+        with self.lock:
+            self._members = members
+            self.dead = sum(1 for m in members if m.state != "alive")
+
     def dead_count(self) -> int:
-        return sum(1 for m in self.members if m.state != "alive")
+        return self.dead
+
+    def panic(self) -> bool:
+        """More than half of the endpoints unavailable: balance over all of them."""
+        return self.dead * 2 > len(self._members)
 
     def may_eject(self) -> bool:
         n = len(self.members)
@@ -108,7 +129,7 @@ class EndpointHealth:
         # thousands of endpoints it never calls should not pay for their windows.
         self._buckets: list[int] = []
         self._second = 0
-        group.members.append(self)
+        group.members.append(self)  # alive: the dead count is unchanged
 
     # -- what the balancer reads -------------------------------------------------------------
 
@@ -128,6 +149,11 @@ class EndpointHealth:
             self.probing = True
             self._transition("probing")
             return True
+
+    @property
+    def consecutive_failures(self) -> int:
+        """Failed attempts in a row (reset by a success or an ejection)."""
+        return self._consecutive
 
     def next_probe_in(self, now: float) -> float:
         return max(0.0, self.dead_until - now) if self.state == "dead" else 0.0
@@ -212,5 +238,12 @@ class EndpointHealth:
 
     def _transition(self, new: str) -> None:
         old, self.state = self.state, new
-        if old != new and self._group.on_change is not None:
-            self._group.on_change(self, old, new)
+        if old == new:
+            return
+        group = self._group
+        if old == "alive":
+            group.dead += 1
+        elif new == "alive":
+            group.dead -= 1
+        if group.on_change is not None:
+            group.on_change(self, old, new)

@@ -19,7 +19,7 @@ __all__ = ["CONTENT_TYPE", "escape_label_value", "render_prometheus"]
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-_STATES = ("alive", "dead", "probing")
+_STATES = ("alive", "failing", "dead", "probing")
 
 _Getter = Callable[[Mapping[str, Any]], Any]
 
@@ -207,7 +207,8 @@ def render_prometheus(state: Mapping[str, Any]) -> str:
     out.family(
         "meshlib_endpoint_state",
         "gauge",
-        "Failure-accrual state of the endpoint: 1 for the current state, 0 for the others.",
+        "Failure-accrual state of the endpoint (failing: alive but failing in a row): "
+        "1 for the current state, 0 for the others.",
         samples,
     )
     for name, kind, help_text, get in _SERVICE_FAMILIES:

@@ -9,9 +9,12 @@ their weight.
 
 Health is readable state: before spending an attempt the balancer skips endpoints whose failure
 accrual says they are dead, re-picking up to ``MAX_EFFORT`` times (Finagle's maxEffort 5).
-**Panic mode** (Finagle, Envoy): when more than half of a service's endpoints are dead the
-health filter is ignored and traffic spreads over all of them, because sending every request to
-the few survivors would knock them over too.
+**Panic mode** (Finagle, Envoy): when more than half of a service's endpoints are unavailable the
+caller says so (``panic=True``) and the balancer spreads traffic over all of them by weight,
+ignoring health *and* load (the dead ones' load scores carry their failures, so a load-aware
+pick would still pile everything on the survivors). Every pick, in every balancer and in panic
+mode too, goes through the endpoint's ``admit``, so a dead endpoint whose backoff has passed is
+probed, and a service's only endpoint recovers like any other.
 
 Everything here is I/O-free and shared by the sync and async transports.
 """
@@ -138,8 +141,25 @@ class Balancer(Protocol):
     def new_metric(self, now: float) -> LoadMetric: ...
 
     def pick(
-        self, eps: EndpointSet, now: float, avoid: EndpointState | None = None
+        self,
+        eps: EndpointSet,
+        now: float,
+        avoid: EndpointState | None = None,
+        panic: bool = False,
     ) -> EndpointState: ...
+
+
+def _spread(
+    eps: EndpointSet, now: float, avoid: EndpointState | None, rng: random.Random
+) -> EndpointState:
+    """Panic mode, or a single endpoint: a weighted draw over all, health ignored; ``admit`` still
+    runs so a dead endpoint that is due gets its probe (its outcome can revive it)."""
+    states = eps.states
+    chosen = states[eps.sample(rng)]
+    if chosen is avoid and len(states) > 1:
+        chosen = states[eps.sample(rng)]
+    chosen.admit(now)
+    return chosen
 
 
 class P2C:
@@ -185,12 +205,14 @@ class P2C:
         return sa if la < lb else sb
 
     def pick(
-        self, eps: EndpointSet, now: float, avoid: EndpointState | None = None
+        self,
+        eps: EndpointSet,
+        now: float,
+        avoid: EndpointState | None = None,
+        panic: bool = False,
     ) -> EndpointState:
-        states = eps.states
-        n = len(states)
-        if n == 1:
-            return states[0]
+        if panic or len(eps.states) == 1:
+            return _spread(eps, now, avoid, self._rng)
         for _ in range(MAX_EFFORT):
             chosen = self._two(eps, now)
             if chosen is not avoid and chosen.admit(now):
@@ -207,8 +229,9 @@ class RoundRobin:
 
     name = "round-robin"
 
-    def __init__(self, *, decay: float = 10.0) -> None:
+    def __init__(self, *, decay: float = 10.0, rng: random.Random | None = None) -> None:
         self._decay = decay
+        self._rng = rng or random.Random()
         self._next = 0
         self._schedules: dict[int, tuple[EndpointSet, list[int]]] = {}
 
@@ -226,9 +249,15 @@ class RoundRobin:
         return schedule
 
     def pick(
-        self, eps: EndpointSet, now: float, avoid: EndpointState | None = None
+        self,
+        eps: EndpointSet,
+        now: float,
+        avoid: EndpointState | None = None,
+        panic: bool = False,
     ) -> EndpointState:
         states = eps.states
+        if len(states) == 1:
+            return _spread(eps, now, avoid, self._rng)
         schedule = self._schedule(eps)
 
         def draw() -> EndpointState:
@@ -236,6 +265,12 @@ class RoundRobin:
             self._next += 1
             return chosen
 
+        if panic:  # the schedule, health ignored: round robin spreads by itself
+            chosen = draw()
+            if chosen is avoid:
+                chosen = draw()
+            chosen.admit(now)
+            return chosen
         for _ in range(min(len(schedule), MAX_EFFORT * 2)):
             chosen = draw()
             if chosen is not avoid and chosen.admit(now):
@@ -269,15 +304,20 @@ def _fallback(
 ) -> EndpointState:
     """After ``MAX_EFFORT`` unlucky draws: the least loaded live endpoint, or panic mode.
 
-    O(n), but only reached when many endpoints are dead or the set is tiny. In panic mode (more
-    than half dead) the balancer's own draw runs with health ignored, so load still spreads.
+    O(n), but only reached when many endpoints are dead or the set is tiny. If more than half
+    are dead although the caller did not say panic (no health group, or its count lagging a
+    transition), the balancer's own draw runs with health ignored, so load still spreads.
     """
     live = [s for s in eps.states if s.available(now)]
     if len(live) * 2 < len(eps.states):
         chosen = draw()
-        return draw() if chosen is avoid else chosen
+        chosen = draw() if chosen is avoid else chosen
+        chosen.admit(now)
+        return chosen
     candidates = [s for s in live if s is not avoid] or live
-    return min(candidates, key=lambda s: s.metric.load(now))
+    chosen = min(candidates, key=lambda s: s.metric.load(now))
+    chosen.admit(now)
+    return chosen
 
 
 BALANCERS = ("p2c-peak-ewma", "p2c-least-loaded", "round-robin")
@@ -292,5 +332,5 @@ def make_balancer(
     if name == "p2c-least-loaded":
         return P2C(metric="least-loaded", decay=decay, rng=rng)
     if name == "round-robin":
-        return RoundRobin(decay=decay)
+        return RoundRobin(decay=decay, rng=rng)
     raise ValueError(f"balancer must be one of {', '.join(BALANCERS)}, got {name!r}")

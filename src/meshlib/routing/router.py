@@ -133,7 +133,9 @@ class Router:
                 f"no endpoints for mesh service {str(state.target)!r}: "
                 f"{state.resolution.source} lists none"
             )
-        return self.balancer.pick(state.eps, self.clock.now(), avoid)
+        group = self._groups.get(state.target)
+        panic = group is not None and group.panic()
+        return self.balancer.pick(state.eps, self.clock.now(), avoid, panic)
 
     def _watcher(
         self, target: Target, group: HealthGroup
@@ -146,7 +148,7 @@ class Router:
             log_change(health, old, new)
             if self.on_breaker is not None:
                 self.on_breaker(target, health, old, new)
-            now_panic = group.dead_count() * 2 > len(group.members)
+            now_panic = group.panic()
             if now_panic != panic[0]:
                 panic[0] = now_panic
                 log.log(

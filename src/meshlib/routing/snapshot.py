@@ -42,6 +42,11 @@ def _endpoint(st: Any, now: float) -> dict[str, Any]:
     if isinstance(health, EndpointHealth):
         rate, total = health.success_rate()
         out["state"] = health.state
+        # Alive for accrual but failing in a row: the balancer already avoids it (failures
+        # raise its load score), so operators see it before it is ejected.
+        out["consecutive_failures"] = health.consecutive_failures
+        if health.state == "alive" and health.consecutive_failures:
+            out["state"] = "failing"
         out["next_probe_in_s"] = round(health.next_probe_in(now), 3)
         out["success_rate"] = round(rate, 4)
         out["requests_in_window"] = total
@@ -68,7 +73,7 @@ def snapshot(
             svc = known
         res = svc.resolution
         endpoints = [_endpoint(st, now) for st in svc.eps.states]
-        dead = sum(1 for e in endpoints if e["state"] != "alive")
+        dead = sum(1 for e in endpoints if e["state"] in ("dead", "probing"))
         entry: dict[str, Any] = {
             "source": res.source,
             "stale": res.stale,
