@@ -92,6 +92,18 @@ def test_sync_client_deadline_is_hard(dripping_sync: str, engine: str) -> None:
         assert time.monotonic() - start < DEADLINE_S + SLACK_S
 
 
+async def test_per_try_timeout_bounds_the_whole_attempt(dripping: str) -> None:
+    config = meshlib.MeshConfig(
+        per_try_timeout=DEADLINE_S, retry=meshlib.RetryPolicy(max_attempts=1)
+    )
+    discovery = meshlib.StaticDiscovery({"users": [dripping]})
+    async with meshlib.AsyncMeshClient(discovery=discovery, config=config, timeout=5.0) as c:
+        start = time.monotonic()
+        with pytest.raises(httpx.TimeoutException):
+            await c.get("http://users/")
+        assert time.monotonic() - start < DEADLINE_S + SLACK_S
+
+
 # -- a dropped half-read stream gives its pool slot back -------------------------------------
 
 

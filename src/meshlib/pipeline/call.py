@@ -189,12 +189,17 @@ class Call:
         # A dead endpoint that is not being probed was picked in panic mode.
         self.last_in_panic = not attempt.probe and not state.available(self._clock.now())
         request = self.request
-        if remaining is not None or self._per_try is not None:
+        per_try = self._per_try
+        if remaining is not None or per_try is not None:
             request.extensions["timeout"] = self._timeouts(remaining)
-        if remaining is not None:
-            request.extensions[DEADLINE] = time.monotonic() + remaining
-            if self._settings.propagate_deadline:
-                attempt.headers.append((DEADLINE_HEADER, format_deadline(remaining)))
+            # The attempt's hard bound, head and body included: the per-try timeout or the time
+            # left, whichever ends first (the engine enforces it however a server paces bytes).
+            bound = per_try if remaining is None else remaining
+            if per_try is not None and per_try < bound:
+                bound = per_try
+            request.extensions[DEADLINE] = time.monotonic() + bound
+        if remaining is not None and self._settings.propagate_deadline:
+            attempt.headers.append((DEADLINE_HEADER, format_deadline(remaining)))
         return attempt
 
     def _timeouts(self, remaining: float | None) -> dict[str, float | None]:
