@@ -194,10 +194,8 @@ class Call:
             request.extensions["timeout"] = self._timeouts(remaining)
             # The attempt's hard bound, head and body included: the per-try timeout or the time
             # left, whichever ends first (the engine enforces it however a server paces bytes).
-            bound = per_try if remaining is None else remaining
-            if per_try is not None and per_try < bound:
-                bound = per_try
-            request.extensions[DEADLINE] = time.monotonic() + bound
+            bounds = [b for b in (per_try, remaining) if b is not None]
+            request.extensions[DEADLINE] = time.monotonic() + min(bounds)
         if remaining is not None and self._settings.propagate_deadline:
             attempt.headers.append((DEADLINE_HEADER, format_deadline(remaining)))
         return attempt
