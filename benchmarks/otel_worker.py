@@ -227,11 +227,11 @@ def otel_hooks(spec: Spec) -> Spec:
     router = transport.router
     service = asyncio.run(router.resolve(router.target(SERVICE)))  # type: ignore[arg-type]
     response = httpx.Response(200)
-    observer = transport._observer
+    observer = transport.observer
 
     def call(hooks: bool) -> None:
         request = httpx.Request("GET", url)
-        c = transport._call(request, service)
+        c = transport.call(request, service)
         if hooks:
             obs = observer.begin(c, url)
         else:
