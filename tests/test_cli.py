@@ -223,3 +223,45 @@ def test_bench_lists_the_scenarios(capfd: pytest.CaptureFixture[str]) -> None:
     out = capfd.readouterr().out
     assert "cpu" in out
     assert "slow-replica" in out
+
+
+def test_resolve_asks_consul_prints_instances_and_closes(
+    fake_consul_env: FakeConsul,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import threading
+
+    fake_consul_env.register_service("users", service_id="u0", address="127.0.0.1", port=8001)
+    fake_consul_env.register_service(
+        "users", service_id="u1", address="127.0.0.1", port=8002, tags=["v2"]
+    )
+    monkeypatch.setenv("MESH_DISCOVERY", "consul")
+    assert main(["resolve", "users"]) == 0
+    out = capsys.readouterr().out
+    assert "2 endpoint(s)" in out
+    assert "127.0.0.1:8001" in out
+    assert "127.0.0.1:8002" in out
+    assert "tags=v2" in out
+    assert not [t for t in threading.enumerate() if t.name == "meshlib-consul-watch"]
+    # A service with no passing instance is an error (exit 1), said on one line.
+    assert main(["resolve", "orders"]) == 1
+    err = capsys.readouterr().err
+    assert "no instance to route to" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_resolve_with_consul_down_fails_within_its_timeout(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import time
+
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", f"127.0.0.1:{_closed_port()}")
+    monkeypatch.setenv("CONSUL_HTTP_TOKEN", CONSUL_TOKEN)
+    started = time.monotonic()
+    assert main(["resolve", "users", "--timeout", "1"]) == 1
+    assert time.monotonic() - started < 5
+    err = capsys.readouterr().err
+    assert "Consul at" in err
+    assert CONSUL_TOKEN not in err
+    assert len(err.strip().splitlines()) == 1

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import re
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from meshlib.config import MeshConfig
 from meshlib.demo.run import DemoOptions, add_arguments, run_demo
 from meshlib.discovery.static import StaticDiscovery
 from meshlib.endpoint import Endpoint
-from meshlib.errors import ConfigError
+from meshlib.errors import ConfigError, DiscoveryError
 from meshlib.retry.policy import describe_wait
 from meshlib.routing.addressing import Addressing
 from meshlib.transport import discovery_from_config
@@ -63,6 +64,11 @@ def _parser() -> argparse.ArgumentParser:
     add_arguments(demo)
     resolve = sub.add_parser("resolve", help="show the endpoints a service resolves to")
     resolve.add_argument("service", help="a mesh service name, e.g. users")
+    resolve.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds to wait for the registry's answer (default: MESH_DISCOVERY_TIMEOUT, 5)",
+    )
     sub.add_parser("config", help="show the effective configuration and its sources")
     check = sub.add_parser(
         "check", help="validate the environment and reach Consul when it is used"
@@ -116,22 +122,43 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return subprocess.run(argv, cwd=root, check=False).returncode
 
 
-def _cmd_resolve(service: str) -> int:
+def _cmd_resolve(service: str, timeout: float | None = None) -> int:
+    """Fetch the service's endpoints as a client would on first use (a bounded wait), print
+    them, and close the discovery (so a Consul watch does not outlive the command)."""
     config = MeshConfig.from_env()
+    if timeout is not None:
+        if not (math.isfinite(timeout) and timeout > 0):
+            raise ConfigError(f"--timeout must be a positive number of seconds, got {timeout:g}")
+        options = dataclasses.replace(config.consul_options, first_timeout=timeout)
+        config = dataclasses.replace(config, consul_options=options)
     discovery = discovery_from_config(config)
-    target = Addressing(
-        passthrough=config.passthrough_hosts,
-        declares=discovery.declares,
-        consul_domain=config.consul_domain,
-    ).target(service)
-    if target is None:
-        print(f"{service!r} is not a mesh service name: it would pass through untouched.")
-        return 1
-    res = discovery.lookup(target)
+    try:
+        target = Addressing(
+            passthrough=config.passthrough_hosts,
+            declares=discovery.declares,
+            consul_domain=config.consul_domain,
+        ).target(service)
+        if target is None:
+            print(f"{service!r} is not a mesh service name: it would pass through untouched.")
+            return 1
+        try:
+            res = discovery.resolve_sync(target)
+        except DiscoveryError as exc:
+            print(f"meshlib: {exc}", file=sys.stderr)
+            return 1
+    finally:
+        discovery.close()
     if res is None:
         print(f"{str(target)!r} is unknown to {discovery.describe()}", file=sys.stderr)
         return 1
-    print(f"service {target} from {res.source}: {len(res.endpoints)} endpoint(s)")
+    if not res.endpoints:
+        print(
+            f"{str(target)!r} has no instance to route to in {discovery.describe()}",
+            file=sys.stderr,
+        )
+        return 1
+    stale = " (stale: the registry is not answering)" if res.stale else ""
+    print(f"service {target} from {res.source}: {len(res.endpoints)} endpoint(s){stale}")
     for e in res.endpoints:
         tags = f"  tags={','.join(e.tags)}" if e.tags else ""
         print(f"  {e.address:<28} weight={e.weight:g}{tags}")
@@ -358,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             return run_demo(opts)
         if args.command == "resolve":
-            return _cmd_resolve(args.service)
+            return _cmd_resolve(args.service, args.timeout)
         if args.command == "check":
             return _cmd_check(args.timeout)
         if args.command == "bench":
