@@ -150,12 +150,21 @@ class Tracing:
         """A context holding ``span``, to parent the attempt spans on."""
         return trace.set_span_in_context(span)
 
-    def start_call(self, service: str, method: str) -> Span:
+    def start_call(
+        self, service: str, method: str, attributes: Mapping[str, Any] | None = None
+    ) -> Span:
+        """The INTERNAL call span; ``attributes`` (from ``call_span_attributes``) may be a dict
+        built once and shared: it is never changed, and the SDK copies what it keeps."""
+        if attributes is None:
+            attributes = self.call_span_attributes(service, method)
         return self._tracer.start_span(
-            f"mesh {service}",
-            kind=SpanKind.INTERNAL,
-            attributes={"mesh.service": service, "http.request.method": method},
+            f"mesh {service}", kind=SpanKind.INTERNAL, attributes=attributes
         )
+
+    @staticmethod
+    def call_span_attributes(service: str, method: str) -> dict[str, Any]:
+        """The INTERNAL call span's attributes."""
+        return {"mesh.service": service, "http.request.method": method}
 
     @staticmethod
     def call_attributes(method: str, service: str, url: httpx.URL) -> dict[str, Any]:
@@ -166,6 +175,19 @@ class Tracing:
             "server.port": url_port(url),
             "url.full": redact_url(url),
         }
+
+    @staticmethod
+    def attempt_attributes(
+        common: Mapping[str, Any], peer_host: str, peer_port: int, resend_count: int
+    ) -> dict[str, Any]:
+        """One attempt's CLIENT span attributes: ``common`` (from ``call_attributes``, copied,
+        never changed) plus the endpoint and, from the second attempt on, the resend count."""
+        attributes = dict(common)
+        attributes["network.peer.address"] = peer_host
+        attributes["network.peer.port"] = peer_port
+        if resend_count:
+            attributes["http.request.resend_count"] = resend_count
+        return attributes
 
     def start_attempt(
         self,
@@ -178,11 +200,16 @@ class Tracing:
     ) -> Span:
         """A CLIENT span under ``parent`` (the context holding the call's span); ``common`` comes
         from ``call_attributes`` and is copied, never changed."""
-        attributes = dict(common)
-        attributes["network.peer.address"] = peer_host
-        attributes["network.peer.port"] = peer_port
-        if resend_count:
-            attributes["http.request.resend_count"] = resend_count
+        attributes = self.attempt_attributes(common, peer_host, peer_port, resend_count)
+        return self._tracer.start_span(
+            method, context=parent, kind=SpanKind.CLIENT, attributes=attributes
+        )
+
+    def start_attempt_with(
+        self, parent: context.Context, method: str, attributes: Mapping[str, Any]
+    ) -> Span:
+        """A CLIENT span under ``parent`` with ready attributes (from ``attempt_attributes``,
+        possibly shared between calls: never changed, and the SDK copies what it keeps)."""
         return self._tracer.start_span(
             method, context=parent, kind=SpanKind.CLIENT, attributes=attributes
         )

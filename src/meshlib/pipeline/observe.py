@@ -10,6 +10,7 @@ records the durations (see ``tracing`` and ``metrics`` for the shapes).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -22,12 +23,63 @@ from meshlib.pipeline.call import Call
 __all__ = ["CallObservation", "Observer"]
 
 
+_SHAPE_LIMIT = 1024
+_PEER_LIMIT = 256
+
+
+class _Shape:
+    """What every call with one method, service and URL reports alike, built on its first call:
+    the call span's name and attributes, the attempt attributes common to all attempts, one
+    attempt attribute set per endpoint and attempt number, the in-flight key and the metric
+    attribute sets. The dicts are shared between calls and never changed after they are built
+    (the SDK copies what it keeps)."""
+
+    __slots__ = ("call_span", "common", "flight_key", "method", "metric_sets", "peers", "service")
+
+    def __init__(self, tracing: Tracing, method: str, service: str, url: httpx.URL) -> None:
+        self.method = method
+        self.service = service
+        self.call_span = tracing.call_span_attributes(service, method)
+        self.common = tracing.call_attributes(method, service, url)
+        self.flight_key = (method, service, url_port(url))
+        self.peers: dict[tuple[str, int, int], dict[str, Any]] = {}
+        self.metric_sets: dict[tuple[int | None, int | None, str | None], Mapping[str, Any]] = {}
+
+    def attempt_attributes(self, host: str, port: int, number: int) -> dict[str, Any]:
+        key = (host, port, number)
+        found = self.peers.get(key)
+        if found is None:
+            found = Tracing.attempt_attributes(self.common, host, port, number)
+            if len(self.peers) >= _PEER_LIMIT:
+                self.peers.clear()
+            self.peers[key] = found
+        return found
+
+    def metric_attributes(
+        self, metrics: MeshMetrics, port: int | None, status: int | None, error: str | None
+    ) -> Mapping[str, Any]:
+        key = (port, status, error)
+        found = self.metric_sets.get(key)
+        if found is None:
+            found = metrics.attrs(self.method, self.service, port, status, error)
+            if len(self.metric_sets) < _PEER_LIMIT:
+                self.metric_sets[key] = found
+        return found
+
+
+def _url_key(url: httpx.URL) -> object:
+    # httpx keeps the parsed URL as a named tuple of strings, whose hash is cheap; str(url)
+    # would rebuild the text on every call.
+    return getattr(url, "_uri_reference", None) or str(url)
+
+
 class Observer:
     """Per-pipeline entry point: decides per call whether anything is listening."""
 
     def __init__(self, tracing: Tracing, metrics: MeshMetrics) -> None:
         self.tracing = tracing
         self.metrics = metrics
+        self._shapes: dict[tuple[str, str, object], _Shape] = {}
 
     def begin(self, call: Call, url: httpx.URL) -> CallObservation | None:
         trace_on = self.tracing.active()
@@ -36,58 +88,64 @@ class Observer:
             return None
         return CallObservation(self, call, url, trace_on, metrics_on)
 
+    def shape(self, method: str, service: str, url: httpx.URL) -> _Shape:
+        key = (method, service, _url_key(url))
+        found = self._shapes.get(key)
+        if found is None:
+            found = _Shape(self.tracing, method, service, url)
+            if len(self._shapes) >= _SHAPE_LIMIT:
+                self._shapes.clear()
+            self._shapes[key] = found
+        return found
+
 
 class CallObservation:
     """The telemetry of one call in flight.
 
-    Whatever is the same for every attempt (the span context to parent attempts on, the
-    attempt attributes, the metric attribute sets) is computed once per call.
+    Whatever is the same for every call of its shape (span name and attributes, attempt
+    attributes per endpoint, metric attribute sets) comes from the observer's ``_Shape``; the
+    span context to parent attempts on is computed once per call.
     """
 
     __slots__ = (
         "_attempt_span",
         "_call",
-        "_common",
-        "_flight_key",
         "_metrics",
-        "_obs",
         "_parent",
+        "_shape",
         "_span",
         "_started",
+        "_tracing",
     )
 
     def __init__(
         self, obs: Observer, call: Call, url: httpx.URL, trace_on: bool, metrics_on: bool
     ) -> None:
-        self._obs = obs
         self._call = call
         self._metrics = obs.metrics if metrics_on else None
+        self._tracing = tracing = obs.tracing
         method, service = call.request.method, call.service.target.service
+        self._shape = shape = obs.shape(method, service, url)
         self._span: Span | None = None
         self._parent: Context | None = None
-        self._common: dict[str, Any] | None = None
         if trace_on:
-            self._span = obs.tracing.start_call(service, method)
-            self._parent = obs.tracing.context_of(self._span)
-            self._common = obs.tracing.call_attributes(method, service, url)
+            self._span = span = tracing.start_call(service, method, shape.call_span)
+            self._parent = tracing.context_of(span)
         self._attempt_span: Span | None = None
-        self._flight_key = (method, service, url_port(url))
         self._started = call.router.clock.now()
 
     @property
     def service(self) -> str:
-        return self._call.service.target.service
+        return self._shape.service
 
     def attempt(self, attempt: Attempt, request: httpx.Request) -> None:
         """An attempt is about to be sent: span, trace headers, in-flight count."""
         if self._span is not None:
             assert self._parent is not None
-            assert self._common is not None
-            tracing = self._obs.tracing
+            tracing = self._tracing
             ep = attempt.state.endpoint
-            span = tracing.start_attempt(
-                self._parent, request.method, self._common, ep.host, ep.port, attempt.number
-            )
+            attrs = self._shape.attempt_attributes(ep.host, ep.port, attempt.number)
+            span = tracing.start_attempt_with(self._parent, request.method, attrs)
             self._attempt_span = span
             carrier: dict[str, str] = {}
             tracing.inject(span, carrier)
@@ -96,32 +154,31 @@ class CallObservation:
                 self._span.add_event("mesh.breaker.probe", {"mesh.endpoint": ep.address})
         m = self._metrics
         if m is not None:
-            m.attempt_started(self._flight_key)
+            m.attempt_started(self._shape.flight_key)
             attempt.observer = self._attempt_done
 
     def _attempt_done(self, attempt: Attempt, rtt: float | None) -> None:
         m = self._metrics
         assert m is not None
-        key = self._flight_key
-        m.attempt_ended(key)
+        shape = self._shape
+        m.attempt_ended(shape.flight_key)
         if rtt is None:
             return  # cancelled: no duration to report
-        method, service, port = key
-        attrs = m.attrs(method, service, port, attempt.status, attempt.error)
+        attrs = shape.metric_attributes(m, shape.flight_key[2], attempt.status, attempt.error)
         m.attempt_duration.record(rtt, attrs)
 
     def response(self, attempt: Attempt, response: httpx.Response) -> None:
-        attempt.status = response.status_code
-        if response.status_code >= 400:
-            attempt.error = str(response.status_code)
+        status = attempt.status = response.status_code
+        if status >= 400:
+            attempt.error = str(status)
         if self._attempt_span is not None:
-            self._obs.tracing.end_attempt(self._attempt_span, response, None)
+            self._tracing.end_attempt(self._attempt_span, response, None)
             self._attempt_span = None
 
     def error(self, attempt: Attempt, exc: BaseException) -> None:
         attempt.error = error_type(exc)
         if self._attempt_span is not None:
-            self._obs.tracing.end_attempt(self._attempt_span, None, exc)
+            self._tracing.end_attempt(self._attempt_span, None, exc)
             self._attempt_span = None
 
     def retrying(self, delay: float, reason: str) -> None:
@@ -144,19 +201,20 @@ class CallObservation:
             outcome = error_type(error)
         elif response is not None and response.status_code >= 500:
             outcome = str(response.status_code)
-        if call.budget_exhausted and outcome is not None:
-            outcome = "retry_budget_exhausted"
-        if call.last_in_panic and outcome is not None:
-            outcome = "circuit_open"
+        if outcome is not None:
+            if call.budget_exhausted:
+                outcome = "retry_budget_exhausted"
+            if call.last_in_panic:
+                outcome = "circuit_open"
         if self._attempt_span is not None:
-            self._obs.tracing.end_attempt(self._attempt_span, response, error)
+            self._tracing.end_attempt(self._attempt_span, response, error)
         if self._span is not None:
-            self._obs.tracing.end_call(
+            self._tracing.end_call(
                 self._span, outcome, response.status_code if response is not None else None
             )
         m = self._metrics
         if m is not None:
             if call.budget_exhausted:
                 m.budget_exhausted.add(1, {"mesh.service": self.service})
-            attrs = m.attrs(call.request.method, self.service, None, None, outcome)
+            attrs = self._shape.metric_attributes(m, None, None, outcome)
             m.call_duration.record(call.router.clock.now() - self._started, attrs)
