@@ -265,3 +265,17 @@ def test_resolve_with_consul_down_fails_within_its_timeout(
     assert "Consul at" in err
     assert CONSUL_TOKEN not in err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_check_warns_when_the_consul_address_has_no_port(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # 127.0.0.2 without a port means port 80 (Go's rule); nothing listens there in the test.
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", "127.0.0.2")
+    monkeypatch.setenv("MESH_DISCOVERY", "consul")
+    main(["check", "--timeout", "1"])
+    out = capsys.readouterr().out
+    assert "WARN  consul: CONSUL_HTTP_ADDR has no port, so http://127.0.0.2:80 is used" in out
+    monkeypatch.setenv("CONSUL_HTTP_ADDR", f"127.0.0.2:{_closed_port()}")
+    main(["check", "--timeout", "1"])
+    assert "WARN" not in capsys.readouterr().out

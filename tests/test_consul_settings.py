@@ -1,5 +1,6 @@
 """CONSUL_* variables by the Go client's rules, and secrets that never show."""
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,48 @@ def test_service_registration_variables() -> None:
         MeshConfig.from_env(
             {"MESH_SERVICE_NAME": "o", "MESH_SERVICE_PORT": "1", "MESH_SERVICE_CHECK": "http"}
         )
+
+
+@pytest.mark.parametrize(
+    "addr",
+    [
+        "http://user:s3cr3t-pw@host:bad",
+        "https://user:s3cr3t-pw@host:99999",
+        "user:s3cr3t-pw@host:bad",
+        "ftp://user:s3cr3t-pw@host:1",
+        "http://user:s3cr3t-pw@host:1/path",
+        "http://user:s3cr3t-pw@:1",
+    ],
+)
+def test_bad_address_errors_never_echo_the_password(addr: str) -> None:
+    with pytest.raises(ConfigError, match="CONSUL_HTTP_ADDR") as info:
+        _consul({"CONSUL_HTTP_ADDR": addr})
+    assert "s3cr3t-pw" not in str(info.value)
+    assert "<redacted>" in str(info.value)
+
+
+def test_credentials_in_the_address_become_http_auth_as_in_go(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.INFO, logger="meshlib.config"):
+        s = _consul({"CONSUL_HTTP_ADDR": "https://ops:p%40ss@consul.example:8501"})
+    assert (s.scheme, s.host, s.port) == ("https", "consul.example", 8501)
+    assert (s.http_auth_user, s.http_auth_password) == ("ops", "p@ss")
+    assert "p@ss" not in repr(s)
+    assert "p%40ss" not in caplog.text
+    assert "CONSUL_HTTP_ADDR" in caplog.text
+    # CONSUL_HTTP_AUTH wins, as an explicit Authorization header wins in Go's net/http.
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="meshlib.config"):
+        s = _consul({"CONSUL_HTTP_ADDR": "ops:hunter2@c:8500", "CONSUL_HTTP_AUTH": "admin:other"})
+    assert (s.http_auth_user, s.http_auth_password) == ("admin", "other")
+    assert "CONSUL_HTTP_AUTH" in caplog.text
+    assert "hunter2" not in caplog.text
+
+
+def test_an_address_without_a_port_means_the_scheme_default_and_says_so() -> None:
+    s = _consul({"CONSUL_HTTP_ADDR": "127.0.0.1"})
+    assert (s.port, s.port_implied) == (80, True)
+    assert _consul({"CONSUL_HTTP_ADDR": "https://c"}).port == 443
+    assert not _consul({"CONSUL_HTTP_ADDR": "127.0.0.1:8500"}).port_implied
+    assert not _consul({}).port_implied

@@ -278,10 +278,19 @@ def _cmd_check(timeout: float) -> int:
         else:
             token = "token required" if config.admin_token else "no token (loopback only)"
             lines.append((True, f"admin: MESH_ADMIN_ADDR={config.admin_addr}, {token}"))
+    warnings: list[str] = []
     if config.discovery == "consul" or config.registration is not None:
+        if config.consul.port_implied:
+            warnings.append(
+                f"consul: CONSUL_HTTP_ADDR has no port, so {config.consul.address} is used (the "
+                "scheme's default, as in Consul's Go client); Consul's HTTP API listens on 8500 "
+                "by default: write host:8500 if that is what you mean"
+            )
         lines.append(_check_consul(config, timeout))
     for ok, text in lines:
         print(f"{'OK  ' if ok else 'FAIL'}  {text}")
+    for text in warnings:
+        print(f"WARN  {text}")
     return 0 if all(ok for ok, _ in lines) else 1
 
 

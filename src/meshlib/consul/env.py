@@ -10,7 +10,9 @@ the ``consul`` CLI and every Go service in the same deployment do:
 * ``CONSUL_HTTP_TOKEN_FILE`` wins over ``CONSUL_HTTP_TOKEN`` (the file's content, trimmed);
 * ``CONSUL_HTTP_SSL_VERIFY=false`` turns verification off and logs a warning;
 * ``CONSUL_CLIENT_CERT`` and ``CONSUL_CLIENT_KEY`` must be set together;
-* ``CONSUL_HTTP_AUTH`` is ``user[:password]``.
+* ``CONSUL_HTTP_AUTH`` is ``user[:password]``; credentials written into the address
+  (``http://user:pw@host:8500``) are used the same way, as Go's ``net/http`` sends a URL's user
+  info, and ``CONSUL_HTTP_AUTH`` wins over them (with a warning).
 
 No error message ever contains the token or the password.
 """
@@ -33,8 +35,18 @@ __all__ = ["consul_options_from_env", "consul_settings_from_env", "registration_
 log = logging.getLogger("meshlib.config")
 
 
+def _redacted_addr(raw: str) -> str:
+    """``raw`` with any ``user:password@`` replaced, for error messages."""
+    scheme, sep, rest = raw.rpartition("://")
+    authority, slash, tail = rest.partition("/")
+    if "@" in authority:
+        authority = "<redacted>@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{tail}"
+
+
 def _addr(value: str) -> dict[str, Any]:
     raw = value.strip()
+    shown = _redacted_addr(raw)
     if raw.startswith("unix://"):
         path = raw[len("unix://") :]
         if not path:
@@ -47,7 +59,7 @@ def _addr(value: str) -> dict[str, Any]:
         scheme, _, rest = raw.partition("://")
         if scheme not in ("http", "https"):
             raise ConfigError(
-                f"CONSUL_HTTP_ADDR={raw!r} has scheme {scheme!r}; use host:port, http://, "
+                f"CONSUL_HTTP_ADDR={shown!r} has scheme {scheme!r}; use host:port, http://, "
                 "https:// or unix://"
             )
     else:
@@ -56,16 +68,26 @@ def _addr(value: str) -> dict[str, Any]:
     try:
         port = parsed.port
     except ValueError:
-        raise ConfigError(f"CONSUL_HTTP_ADDR={raw!r} has an invalid port") from None
+        raise ConfigError(
+            f"CONSUL_HTTP_ADDR={shown!r} has an invalid port; write host:port with a port "
+            "within 1-65535, e.g. 127.0.0.1:8500"
+        ) from None
     if not parsed.hostname or parsed.path not in ("", "/"):
         raise ConfigError(
-            f"CONSUL_HTTP_ADDR={raw!r} is not host:port, http(s)://host:port or unix:///path"
+            f"CONSUL_HTTP_ADDR={shown!r} is not host:port, http(s)://host:port or unix:///path"
         )
     out: dict[str, Any] = {"host": parsed.hostname}
     if scheme is not None:
         out["scheme"] = scheme
     if port is not None:
         out["port"] = port
+    if parsed.username is not None:
+        # Go's net/http sends a URL's user info as basic auth, so the Go client (and the
+        # consul CLI) authenticate with credentials written into CONSUL_HTTP_ADDR.
+        out["url_auth"] = (
+            urllib.parse.unquote(parsed.username),
+            urllib.parse.unquote(parsed.password or ""),
+        )
     return out
 
 
@@ -75,16 +97,18 @@ def consul_settings_from_env(
     """ConsulSettings from ``CONSUL_*`` variables (Go client semantics, see module docstring)."""
     kw: dict[str, Any] = {}
     addr = _addr(env["CONSUL_HTTP_ADDR"]) if env.get("CONSUL_HTTP_ADDR") else {}
+    url_auth: tuple[str, str] | None = addr.pop("url_auth", None)
     scheme_given = "scheme" in addr
     kw.update(addr)
     if not scheme_given and env.get("CONSUL_HTTP_SSL"):
         kw["scheme"] = "https" if parse_bool("CONSUL_HTTP_SSL", env["CONSUL_HTTP_SSL"]) else "http"
     if "port" not in kw and "unix_socket" not in kw:
-        kw["port"] = (
-            8500
-            if not env.get("CONSUL_HTTP_ADDR")
-            else (443 if kw.get("scheme") == "https" else 80)
-        )
+        if env.get("CONSUL_HTTP_ADDR"):
+            # As in Go: no port means the scheme's default (``meshlib check`` warns).
+            kw["port"] = 443 if kw.get("scheme") == "https" else 80
+            kw["port_implied"] = True
+        else:
+            kw["port"] = 8500
     if env.get("CONSUL_HTTP_SSL_VERIFY"):
         kw["verify"] = parse_bool("CONSUL_HTTP_SSL_VERIFY", env["CONSUL_HTTP_SSL_VERIFY"])
         if not kw["verify"]:
@@ -128,6 +152,23 @@ def consul_settings_from_env(
         if not user:
             raise ConfigError("CONSUL_HTTP_AUTH=<redacted> must look like user[:password]")
         kw["http_auth_user"], kw["http_auth_password"] = user, password
+        if url_auth is not None:
+            log.warning(
+                "CONSUL_HTTP_ADDR carries credentials and CONSUL_HTTP_AUTH is set: using "
+                "CONSUL_HTTP_AUTH (as Consul's Go client does); remove one of them"
+            )
+    elif url_auth is not None:
+        if not url_auth[0]:
+            raise ConfigError(
+                "CONSUL_HTTP_ADDR=<redacted>: the credentials before '@' must look like "
+                "user[:password]"
+            )
+        kw["http_auth_user"], kw["http_auth_password"] = url_auth
+        log.info(
+            "CONSUL_HTTP_ADDR carries credentials: sending them as HTTP basic auth, as "
+            "CONSUL_HTTP_AUTH would (user %r)",
+            url_auth[0],
+        )
     try:
         return ConsulSettings(**kw)
     except ValueError as exc:

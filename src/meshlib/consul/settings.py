@@ -21,6 +21,8 @@ class ConsulSettings:
     scheme: str = "http"
     host: str = "127.0.0.1"
     port: int = 8500
+    port_implied: bool = False
+    """True when ``CONSUL_HTTP_ADDR`` gave no port and the scheme's default (80/443) applies."""
     unix_socket: str | None = None
     token: str | None = field(default=None, repr=False)
     token_source: str = "none"
