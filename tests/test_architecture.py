@@ -34,7 +34,9 @@ OWNERS = {
     "rich": ("meshlib.demo",),
     # The test upstreams (a side package, never on the request path) parse requests with it.
     "httptools": ("meshlib.engine", "meshlib.upstream"),
-    "httpcore": ("meshlib.pipeline.mocking",),
+    # meshlib.pipeline.mocking reads it from sys.modules only once httpx has imported it, so
+    # nothing imports it (and `import meshlib` does not pay for it).
+    "httpcore": (),
     # Serving Connect with uvicorn (optional: the `connect` extra), and decoding a PEM client
     # certificate (the ASGI TLS extension's form); FakeConsul's CA issues certificates with it.
     "uvicorn": ("meshlib.connect.uvicorn",),

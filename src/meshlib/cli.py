@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import json
 import math
-import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -26,9 +25,8 @@ import httpx
 from meshlib.config import MeshConfig
 from meshlib.demo.run import DemoOptions, add_arguments, run_demo
 from meshlib.discovery.static import StaticDiscovery
-from meshlib.endpoint import Endpoint
+from meshlib.display import same_value, show_value
 from meshlib.errors import ConfigError, DiscoveryError
-from meshlib.retry.policy import describe_wait
 from meshlib.routing.addressing import Addressing
 from meshlib.transport import discovery_from_config
 
@@ -47,7 +45,6 @@ _VARIABLES = {
 }
 # Fields kept out of MeshConfig's repr hold secrets (MESH_ADMIN_TOKEN): shown only as set or not.
 _SECRET_FIELDS = frozenset(f.name for f in dataclasses.fields(MeshConfig) if not f.repr)
-_URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -165,39 +162,6 @@ def _cmd_resolve(service: str, timeout: float | None = None) -> int:
     return 0
 
 
-def _same(a: object, b: object) -> bool:
-    """Equal by value, also for policy objects without ``__eq__`` (tenacity's wait)."""
-    if dataclasses.is_dataclass(a) and type(a) is type(b):
-        return all(_same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
-    if type(a) is type(b) and hasattr(a, "__dict__") and not isinstance(a, type):
-        return _same(vars(a), vars(b))
-    if isinstance(a, Mapping) and isinstance(b, Mapping):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    return a == b
-
-
-def _show(value: object) -> str:
-    """A value for the listing: compact, and never a field declared ``repr=False`` (secrets)."""
-    if value is None:
-        return "-"
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        if isinstance(value, Endpoint):
-            return value.address
-        shown = [
-            f"{f.name}={_show(getattr(value, f.name))}" for f in dataclasses.fields(value) if f.repr
-        ]
-        return " ".join(shown)
-    if isinstance(value, Mapping):
-        return "; ".join(f"{k}={_show(v)}" for k, v in value.items()) or "-"
-    if isinstance(value, tuple | list):
-        return ",".join(_show(v) for v in value) or "-"
-    if isinstance(value, frozenset | set):
-        return ",".join(sorted(map(str, value)))
-    if (wait := describe_wait(value)) is not None:
-        return wait
-    return _URL_CREDENTIALS.sub(r"\1<redacted>@", str(value))
-
-
 def _cmd_config() -> int:
     config = MeshConfig.from_env()
     default = MeshConfig()
@@ -207,18 +171,18 @@ def _cmd_config() -> int:
         var = _VARIABLES.get(name) or (
             name.upper() if name.startswith("otel_") else f"MESH_{name.upper()}"
         )
-        source = "default" if _same(value, getattr(default, name)) else "environment"
+        source = "default" if same_value(value, getattr(default, name)) else "environment"
         if name in _SECRET_FIELDS:
             shown = "<set>" if value else "-"
         elif name == "consul":
             shown = config.consul.address if uses_consul else "(not used: discovery is static)"
         else:
-            shown = _show(value)
+            shown = show_value(value)
         print(f"  {var:<36} {shown:<40} ({source})")
     if uses_consul:
         print("Consul (CONSUL_*):")
         for key, value in config.consul.describe().items():
-            print(f"  {key:<36} {_show(value)}")
+            print(f"  {key:<36} {show_value(value)}")
     return 0
 
 

@@ -2,12 +2,15 @@
 
 Those libraries patch httpx's or httpcore's transports, *below* any wrapping transport. While one
 is active the pipeline sends attempts through httpx's own transport instead of meshlib's engine,
-which would otherwise bypass the mocks. This is the only module that imports httpcore.
+which would otherwise bypass the mocks. This is the only module that imports httpcore, and it
+does so only once something else has (httpx imports it lazily, when a transport is built; a
+library that patches it must have imported it), so ``import meshlib`` does not pay for it.
 """
 
 from __future__ import annotations
 
-import httpcore
+import sys
+
 import httpx
 
 __all__ = ["mocking_active"]
@@ -15,13 +18,16 @@ __all__ = ["mocking_active"]
 
 def mocking_active(sync: bool) -> bool:
     """True while respx, pytest-httpx or similar have replaced httpx's or httpcore's transports."""
-    if sync:
-        a: object = httpx.HTTPTransport.handle_request
-        b: object = httpcore.ConnectionPool.handle_request
-    else:
-        a = httpx.AsyncHTTPTransport.handle_async_request
-        b = httpcore.AsyncConnectionPool.handle_async_request
-    return not (
-        getattr(a, "__module__", "").startswith("httpx.")
-        and getattr(b, "__module__", "").startswith("httpcore.")
+    a: object = (
+        httpx.HTTPTransport.handle_request
+        if sync
+        else httpx.AsyncHTTPTransport.handle_async_request
     )
+    if not getattr(a, "__module__", "").startswith("httpx."):
+        return True
+    httpcore = sys.modules.get("httpcore")
+    if httpcore is None:  # not imported yet, so not patched either
+        return False
+    pool = httpcore.ConnectionPool if sync else httpcore.AsyncConnectionPool
+    b: object = pool.handle_request if sync else pool.handle_async_request
+    return not getattr(b, "__module__", "").startswith("httpcore.")
