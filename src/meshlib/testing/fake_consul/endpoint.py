@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .bexpr import FilterError, Predicate, Struct, compile_filter
+from .connect_state import ConnectState
 from .decode import DecodeError, Fields, decode_json_object
 from .registry import AgentIdentity, Registry
 from .state import State
@@ -38,11 +39,12 @@ __all__ = [
 
 @dataclass(frozen=True, slots=True)
 class Context:
-    """What handlers act on: the store, the write rules, and the agent's identity."""
+    """What handlers act on: the store, the write rules, the agent's identity, Connect."""
 
     state: State
     registry: Registry
     identity: AgentIdentity
+    connect: ConnectState | None = None
 
 
 Handler = Callable[[Request, Context], Result]

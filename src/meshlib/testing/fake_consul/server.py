@@ -20,8 +20,10 @@ from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from . import handlers_agent, handlers_catalog, handlers_health, handlers_kv
+from . import handlers_agent, handlers_catalog, handlers_connect, handlers_health, handlers_kv
 from .api import StateAPI
+from .connect_api import ConnectAPI, parse_leaf_ttl
+from .connect_state import ConnectState
 from .dispatch import Dispatcher, Faults, RecordedRequest
 from .endpoint import Context, Router
 from .http11 import HttpConnection
@@ -51,7 +53,7 @@ def _as_callable(clock: Callable[[], float] | SupportsNow | None) -> Callable[[]
     raise TypeError(f"clock must be a callable or have .now(), got {clock!r}")
 
 
-class FakeConsul(StateAPI):
+class FakeConsul(StateAPI, ConnectAPI):
     """A Consul agent in dev mode, over real HTTP on 127.0.0.1, for tests.
 
     Use ``with FakeConsul() as consul:`` (or ``async with``), then point clients at
@@ -61,6 +63,8 @@ class FakeConsul(StateAPI):
     supplies the blocking-query jitter. ``acl_tokens`` maps tokens to ``"read"`` or ``"write"``
     and turns ACLs on, as does ``default_acl_policy="deny"``. ``run_checks`` lets the agent
     execute its HTTP and TCP checks (see ``runner``); turn it off to drive every status by hand.
+    ``connect`` enables the built-in Connect CA and intentions (``connect_api``), whose leaves
+    live ``leaf_cert_ttl`` (a Go duration or seconds; Consul's default is 72h).
     """
 
     def __init__(
@@ -77,6 +81,8 @@ class FakeConsul(StateAPI):
         rng: random.Random | None = None,
         consul_version: str = "1.20.0",
         run_checks: bool = True,
+        connect: bool = True,
+        leaf_cert_ttl: str | float = "72h",
     ) -> None:
         if default_acl_policy not in ("allow", "deny"):
             raise ValueError(
@@ -102,15 +108,25 @@ class FakeConsul(StateAPI):
         self._state = State(clock=self._clock, notify=self._notify)
         self._registry = Registry(self._state, identity)
         self._registry.bootstrap()
+        self._connect = ConnectState.create(
+            self._state,
+            datacenter=datacenter,
+            node_name=node_name,
+            enabled=connect,
+            leaf_ttl=parse_leaf_ttl(leaf_cert_ttl),
+            default_allow=default_acl_policy == "allow",
+        )
+        self._connect.ca.wake_later = self._wake_later
         self._faults = Faults()
         routes = [
             *handlers_agent.ROUTES,
             *handlers_catalog.ROUTES,
             *handlers_health.ROUTES,
             *handlers_kv.ROUTES,
+            *handlers_connect.ROUTES,
         ]
         self._dispatcher = Dispatcher(
-            Context(self._state, self._registry, identity),
+            Context(self._state, self._registry, identity, self._connect),
             Router(routes),
             acl_tokens=dict(acl_tokens) if acl_tokens is not None else None,
             default_acl_policy=default_acl_policy,
@@ -254,6 +270,13 @@ class FakeConsul(StateAPI):
             return
         with contextlib.suppress(RuntimeError):
             loop.call_soon_threadsafe(self._dispatcher.wake, topics)
+
+    def _wake_later(self, delay: float, fn: Callable[[], None]) -> None:
+        """Run ``fn`` on the server's loop after ``delay`` seconds (the CA's renewal timers)."""
+        loop = self._loop
+        if loop is not None:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(loop.call_later, delay, fn)
 
     def __enter__(self) -> FakeConsul:
         return self.start()
