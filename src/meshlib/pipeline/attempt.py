@@ -25,19 +25,30 @@ from meshlib.clock import Clock
 __all__ = ["Attempt", "TrackedAsyncStream", "TrackedSyncStream", "endpoint_url"]
 
 
+_URLS: dict[tuple[object, str, int], httpx.URL] = {}
+_URL_LIMIT = 4096
+
+
 def endpoint_url(url: httpx.URL, host: str, port: int) -> httpx.URL:
     """``url`` with its host and port replaced, without re-parsing it.
 
     ``URL.copy_with`` re-validates the whole URL (about 50 us); the parsed form httpx keeps is a
-    named tuple, so replacing two fields is enough. Falls back to ``copy_with`` if httpx's
-    internals ever change shape.
+    named tuple, so replacing two fields is enough. URLs are immutable, so the result is kept
+    per (URL, endpoint) and reused: building even that tuple costs more than finding it again.
+    Falls back to ``copy_with`` if httpx's internals ever change shape.
     """
     try:
-        ref = url._uri_reference._replace(host=host, port=port)
+        parsed = url._uri_reference
     except AttributeError:  # pragma: no cover - only on an httpx with other internals
         return url.copy_with(host=host, port=port)
-    new = httpx.URL.__new__(httpx.URL)
-    new._uri_reference = ref
+    key = (parsed, host, port)
+    new = _URLS.get(key)
+    if new is None:
+        new = httpx.URL.__new__(httpx.URL)
+        new._uri_reference = parsed._replace(host=host, port=port)
+        if len(_URLS) >= _URL_LIMIT:
+            _URLS.clear()
+        _URLS[key] = new
     return new
 
 
@@ -59,7 +70,9 @@ class Attempt:
         "status",
     )
 
-    def __init__(self, state: EndpointState, clock: Clock, number: int = 0) -> None:
+    def __init__(
+        self, state: EndpointState, clock: Clock, number: int = 0, now: float | None = None
+    ) -> None:
         self.state = state
         self.number = number
         self._clock = clock
@@ -78,7 +91,7 @@ class Attempt:
         # The balancer's admit() just claimed the probe if the endpoint is probing.
         self.probe = health is not None and getattr(health, "state", "alive") == "probing"
         state.metric.start()
-        self.started = clock.now()
+        self.started = clock.now() if now is None else now
 
     def elapsed(self) -> float:
         return self._clock.now() - self.started

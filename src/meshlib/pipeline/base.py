@@ -103,6 +103,7 @@ class PipelineBase:
         self._passthrough = passthrough
         self._httpx_factory = httpx_factory if self._native else None
         self._mock_inner: Any = None
+        self._inner_httpx = self.is_httpx(inner)
         self._tracing = Tracing()
         self._metrics = MeshMetrics(self._gauges)
         self.observer = Observer(self._tracing, self._metrics)
@@ -112,14 +113,15 @@ class PipelineBase:
 
     # -- what the drivers and the exchange ask for ------------------------------------------
 
-    def engine(self) -> tuple[Any, bool]:
-        """The inner transport for this call and whether it writes attempt headers itself:
-        httpx's own while a mocking library is active, so the mocks see every attempt."""
+    def engine(self) -> tuple[Any, bool, bool]:
+        """The inner transport for this call, whether it writes attempt headers itself, and
+        whether it is httpx's own (whose instrumentation must be suppressed): httpx's own
+        while a mocking library is active, so the mocks see every attempt."""
         if self._httpx_factory is not None and mocking_active(self._sync):
             if self._mock_inner is None:
                 self._mock_inner = self._httpx_factory()
-            return self._mock_inner, False
-        return self._inner, self._native
+            return self._mock_inner, False, self.is_httpx(self._mock_inner)
+        return self._inner, self._native, self._inner_httpx
 
     @staticmethod
     def is_httpx(transport: Any) -> bool:

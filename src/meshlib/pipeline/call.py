@@ -19,6 +19,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
@@ -113,21 +114,27 @@ class Call:
         now = self._clock.now()
         deadline = self._deadline_from(policy, now)
         self._deadline = deadline
-        self._per_try = (
-            policy.per_try_timeout
-            if policy is not None and policy.per_try_timeout is not None
-            else settings.per_try_timeout
-        )
-        retries = policy.retries if policy is not None else None
-        self._max_attempts = settings.retry.max_attempts if retries is None else retries + 1
-        key = (
-            policy.idempotency_key
-            if policy is not None and policy.idempotency_key is not None
-            else settings.idempotency_key
-        )
+        if policy is None:  # the usual call: the configured defaults
+            self._per_try = settings.per_try_timeout
+            self._max_attempts = settings.retry.max_attempts
+            key = settings.idempotency_key
+            idem = None
+        else:
+            self._per_try = (
+                policy.per_try_timeout
+                if policy.per_try_timeout is not None
+                else settings.per_try_timeout
+            )
+            retries = policy.retries
+            self._max_attempts = settings.retry.max_attempts if retries is None else retries + 1
+            key = (
+                policy.idempotency_key
+                if policy.idempotency_key is not None
+                else settings.idempotency_key
+            )
+            idem = policy.idempotent
         if key and request.method == "POST" and "idempotency-key" not in request.headers:
             request.headers["Idempotency-Key"] = str(uuid.uuid4())
-        idem = policy.idempotent if policy is not None else None
         if idem is None:
             idem = request.method in settings.retry.idempotent_methods or (
                 key is True and "idempotency-key" in request.headers
@@ -146,15 +153,14 @@ class Call:
         self.history: list[str] = []
 
     def _deadline_from(self, policy: CallPolicy | None, now: float) -> float | None:
-        candidates = []
-        if policy is not None and policy.timeout is not None:
-            candidates.append(policy.timeout)
-        elif self._settings.timeout is not None:
-            candidates.append(self._settings.timeout)
+        timeout = policy.timeout if policy is not None else None
+        if timeout is None:
+            timeout = self._settings.timeout
         ctx = current_deadline()
         if ctx is not None:
-            candidates.append(ctx.remaining())
-        return now + min(candidates) if candidates else None
+            left = ctx.remaining()
+            timeout = left if timeout is None else min(timeout, left)
+        return None if timeout is None else now + timeout
 
     # -- before an attempt -------------------------------------------------------------------
 
@@ -178,16 +184,20 @@ class Call:
 
     def start_attempt(self) -> Attempt:
         """Pick an endpoint (avoiding the last one) and dress the request for it."""
-        remaining = self.remaining()
+        # One clock reading for the pick, the attempt's start and the panic check: they are
+        # microseconds apart, and the clock is read on every attempt.
+        now = self._clock.now()
+        deadline = self._deadline
+        remaining = None if deadline is None else deadline - now
         if remaining is not None and remaining <= 0:
             raise self._deadline_error(None)
-        avoid = self.last.state if self.last is not None else None
-        state = self.router.pick(self.service, avoid)
-        attempt = Attempt(state, self._clock, self.attempts)
+        last = self.last
+        state = self.router.pick(self.service, last.state if last is not None else None, now)
+        attempt = Attempt(state, self._clock, self.attempts, now)
         self.attempts += 1
         self.last = attempt
         # A dead endpoint that is not being probed was picked in panic mode.
-        self.last_in_panic = not attempt.probe and not state.available(self._clock.now())
+        self.last_in_panic = not attempt.probe and not state.available(now)
         request = self.request
         per_try = self._per_try
         if remaining is not None or per_try is not None:
@@ -295,6 +305,11 @@ class Call:
             self.history.append("retry budget exhausted")
             return False
         return True
+
+    def expiry(self) -> Callable[[], Exception | None] | None:
+        """``body_expired`` for a call with a deadline; None without one (nothing to check
+        for each chunk of the body)."""
+        return None if self._deadline is None else self.body_expired
 
     def body_expired(self) -> Exception | None:
         """While a body streams: the error to raise once the deadline has passed, else None.

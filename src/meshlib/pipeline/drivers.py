@@ -44,8 +44,11 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
             while True:
                 attempt = ex.begin()
                 try:
-                    with ex.suppress:
+                    if ex.suppress is None:
                         response = await ex.engine.handle_async_request(request)
+                    else:
+                        with ex.suppress:
+                            response = await ex.engine.handle_async_request(request)
                     delay = ex.responded(attempt, response)
                     if delay is None:
                         if ex.accept(attempt, response):
@@ -114,8 +117,11 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
             while True:
                 attempt = ex.begin()
                 try:
-                    with ex.suppress:
+                    if ex.suppress is None:
                         response = ex.engine.handle_request(request)
+                    else:
+                        with ex.suppress:
+                            response = ex.engine.handle_request(request)
                     delay = ex.responded(attempt, response)
                     if delay is None:
                         if ex.accept(attempt, response):

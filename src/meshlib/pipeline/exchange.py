@@ -26,8 +26,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Exchange"]
 
-_NO_SUPPRESSION = contextlib.nullcontext()
-
 
 class Exchange:
     """The per-call plumbing around the driver loop (see the module docstring)."""
@@ -61,11 +59,12 @@ class Exchange:
         self._classify: Classifier = pipeline.classify
         self._tracked = pipeline.tracked_stream
         self._ended = False
-        engine, native = pipeline.engine()
+        engine, native, over_httpx = pipeline.engine()
         self.engine: Any = engine
         self._native = native
-        self.suppress: contextlib.AbstractContextManager[Any] = (
-            pipeline.suppression() if pipeline.is_httpx(engine) else _NO_SUPPRESSION
+        # Around each send over httpx's own transport; None (nothing to enter) over meshlib's.
+        self.suppress: contextlib.AbstractContextManager[Any] | None = (
+            pipeline.suppression() if over_httpx else None
         )
 
     def begin(self) -> Attempt:
@@ -129,7 +128,7 @@ class Exchange:
         """The response goes to the caller: its stream now ends the attempt. True when the body
         should be read here first (the caller reads it all anyway, and a reset mid-body is still
         retryable inside the loop)."""
-        response.stream = self._tracked(response.stream, attempt, self.call.body_expired)
+        response.stream = self._tracked(response.stream, attempt, self.call.expiry())
         response.extensions[POLICY] = self.call.outcome(attempt)
         if self.call.prefetch:
             return True

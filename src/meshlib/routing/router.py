@@ -126,8 +126,11 @@ class Router:
         self._services[target] = state
         return state
 
-    def pick(self, state: ServiceState, avoid: EndpointState | None = None) -> EndpointState:
-        """One endpoint for an attempt; raises ``NoEndpointsAvailable`` when the set is empty."""
+    def pick(
+        self, state: ServiceState, avoid: EndpointState | None = None, now: float | None = None
+    ) -> EndpointState:
+        """One endpoint for an attempt; raises ``NoEndpointsAvailable`` when the set is empty.
+        ``now`` is the clock's reading if the caller has just taken it."""
         if not state.eps.states:
             raise NoEndpointsAvailable(
                 f"no endpoints for mesh service {str(state.target)!r}: "
@@ -135,7 +138,8 @@ class Router:
             )
         group = self._groups.get(state.target)
         panic = group is not None and group.panic()
-        return self.balancer.pick(state.eps, self.clock.now(), avoid, panic)
+        now = self.clock.now() if now is None else now
+        return self.balancer.pick(state.eps, now, avoid, panic)
 
     def _watcher(
         self, target: Target, group: HealthGroup
