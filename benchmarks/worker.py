@@ -16,6 +16,7 @@ from typing import Any
 
 from benchmarks.loops import closed_async, closed_sync, open_loop
 from benchmarks.otel_worker import otel_api_check, otel_closed, otel_hooks, otel_sdk_floor
+from benchmarks.overhead_worker import mesh_layer_loop
 from benchmarks.resilience_worker import consul_change, consul_idle, consul_outage, mesh_open_loop
 from benchmarks.scale_worker import scale_memory, scale_pick
 
@@ -37,6 +38,7 @@ KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "otel-api-check": otel_api_check,
     "otel-sdk-floor": otel_sdk_floor,
     "otel-hooks": otel_hooks,
+    "mesh-layer-loop": mesh_layer_loop,
 }
 
 
