@@ -356,7 +356,9 @@ async def test_more_watched_services_than_a_default_connection_pool() -> None:
             c.register_service(f"s{i}", service_id=f"s{i}", address="127.0.0.1", port=10000 + i)
         # closing(): 110 watches left running after a failure would keep calling httpx in
         # later tests (and show up in their traces).
-        with closing(meshlib.ConsulDiscovery(_settings(c), meshlib.ConsulOptions(wait=30.0))) as d:
+        with closing(
+            meshlib.ConsulDiscovery(_settings(c), meshlib.ConsulOptions(wait=30.0, max_watches=200))
+        ) as d:
             results = await asyncio.gather(*(d.resolve(Target(f"s{i}")) for i in range(110)))
             assert all(r is not None and len(r.endpoints) == 1 for r in results)
             c.register_service("s109", service_id="s109-b", address="127.0.0.1", port=20000)

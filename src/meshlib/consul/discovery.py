@@ -36,7 +36,7 @@ import httpx
 
 from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.consul.http import async_consul
-from meshlib.consul.parse import parse_health_entries, valid_service_name
+from meshlib.consul.parse import ParsedEntries, foreign, parse_health_entries, valid_service_name
 from meshlib.consul.settings import ConsulSettings
 from meshlib.discovery.base import Discovery, Resolution, Target
 from meshlib.errors import DiscoveryError
@@ -62,12 +62,32 @@ class ConsulOptions:
     error_backoff_max: float = 30.0
     forbidden_backoff: float = 60.0
     allow_link_local: bool = False
+    max_response_bytes: int = 4 * 1024 * 1024
+    """Largest answer a watch reads; a bigger one fails that round
+    (``MESH_CONSUL_MAX_RESPONSE_BYTES``)."""
+    query_margin: float = 5.0
+    """A query's total deadline: ``wait x 17/16`` (Consul's jitter) plus this, or this alone
+    for a non-blocking query; a server that drips bytes cannot pin a watch past it."""
+    max_watches: int = 64
+    """Most services watched with blocking queries at once (MESH_CONSUL_MAX_WATCHES); the
+    others are polled with non-blocking queries every ``poll_interval``."""
+    poll_interval: float = 10.0
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.wait <= 600.0:
             raise ValueError(f"Consul wait must be within [1s, 10m], got {self.wait:g}s")
         if self.first_timeout <= 0:
             raise ValueError(f"first_timeout must be > 0, got {self.first_timeout}")
+        if self.max_response_bytes < 1024:
+            raise ValueError(
+                f"max_response_bytes must be at least 1024, got {self.max_response_bytes}"
+            )
+        if self.query_margin <= 0:
+            raise ValueError(f"query_margin must be > 0, got {self.query_margin}")
+        if not 1 <= self.max_watches <= 10_000:
+            raise ValueError(f"max_watches must be within [1, 10000], got {self.max_watches}")
+        if self.poll_interval <= 0:
+            raise ValueError(f"poll_interval must be > 0, got {self.poll_interval}")
 
 
 @dataclass
@@ -81,6 +101,13 @@ class _Watch:
     errors: int = 0
     last_error: str = ""
     task: asyncio.Task[None] | None = None
+    blocking: bool = False
+    """Holds one of the ``max_watches`` blocking slots (else it polls)."""
+    invalid_entries: int = 0
+    """Invalid entries in the last answer (skipped, or the whole answer rejected)."""
+    invalid_entries_total: int = 0
+    rejected_updates: int = 0
+    """Answers refused because every entry was invalid (the last good set was kept)."""
 
 
 class ConsulDiscovery(Discovery):
@@ -104,6 +131,8 @@ class ConsulDiscovery(Discovery):
         self._thread: threading.Thread | None = None
         self._consul: Any = None
         self._closed = False
+        self._blocking: set[Target] = set()
+        self._warned_polling = False
 
     # -- the request path --------------------------------------------------------------------
 
@@ -199,13 +228,59 @@ class ConsulDiscovery(Discovery):
 
     def _spawn(self, w: _Watch) -> None:
         if self._consul is None:
-            # Consul answers a blocking query within wait + wait/16 (its jitter); past that
-            # plus a margin, the agent is not answering and the watch must say so.
-            timeout = self.options.wait * 17 / 16 + 2.0
-            self._consul = async_consul(self.settings, timeout=timeout, stale=self.options.stale)
+            # Each query has a total deadline (``_deadline``); httpx's per-read timeout only
+            # backs it up, so it sits just past it.
+            opts = self.options
+            self._consul = async_consul(
+                self.settings,
+                timeout=self._deadline(True) + 1.0,
+                stale=opts.stale,
+                max_response_bytes=opts.max_response_bytes,
+                max_watches=opts.max_watches,
+            )
         w.task = asyncio.get_running_loop().create_task(self._watch(w))
 
+    def _deadline(self, blocking: bool) -> float:
+        """Total time one query may take: Consul answers a blocking query within wait + wait/16
+        (its jitter); past that plus a margin the agent, or something between, is not
+        answering, however many bytes trickle in."""
+        opts = self.options
+        return (opts.wait * 17 / 16 if blocking else 0.0) + opts.query_margin
+
+    def _claim_slot(self, w: _Watch) -> bool:
+        """True if ``w`` may park blocking queries (at most ``max_watches`` at once)."""
+        with self._lock:
+            if not w.blocking and len(self._blocking) < self.options.max_watches:
+                self._blocking.add(w.target)
+                w.blocking = True
+            warn = not w.blocking and not self._warned_polling
+            if warn:
+                self._warned_polling = True
+        if warn:
+            log.warning(
+                "more than MESH_CONSUL_MAX_WATCHES=%d services are watched: %s and any further "
+                "ones are polled every %gs with non-blocking queries (Consul limits connections "
+                "per client address, 200 by default)",
+                self.options.max_watches,
+                w.target,
+                self.options.poll_interval,
+                extra={"service": str(w.target)},
+            )
+        return w.blocking
+
+    def _release_slot(self, w: _Watch) -> None:
+        with self._lock:
+            if w.blocking:
+                self._blocking.discard(w.target)
+                w.blocking = False
+
     async def _watch(self, w: _Watch) -> None:
+        try:
+            await self._watch_loop(w)
+        finally:
+            self._release_slot(w)
+
+    async def _watch_loop(self, w: _Watch) -> None:
         opts = self.options
         loop = asyncio.get_running_loop()
         backoff = opts.error_backoff_min
@@ -213,6 +288,8 @@ class ConsulDiscovery(Discovery):
         target = w.target
         while not self._closed:
             started = loop.time()
+            blocking = self._claim_slot(w)
+            deadline = self._deadline(blocking and bool(w.index))
             try:
                 params: dict[str, Any] = {
                     "passing": not opts.include_warning,
@@ -220,9 +297,11 @@ class ConsulDiscovery(Discovery):
                     "dc": target.dc,
                     "near": opts.near,
                 }
-                if w.index:
+                if w.index and blocking:
                     params.update(index=w.index, wait=f"{int(opts.wait)}s")
-                index, data = await self._consul.health.service(target.service, **params)
+                index, data = await asyncio.wait_for(
+                    self._consul.health.service(target.service, **params), deadline
+                )
                 parsed = parse_health_entries(
                     data,
                     include_warning=opts.include_warning,
@@ -248,34 +327,94 @@ class ConsulDiscovery(Discovery):
                     # on a new one before calling it a failure.
                     quick_retry = False
                     continue
-                if self._failed(w, f"{type(exc).__name__}: {exc}"):
+                if isinstance(exc, TimeoutError):
+                    why = (
+                        f"no complete answer within {deadline:g}s (the query's deadline: "
+                        f"wait x 17/16 + {opts.query_margin:g}s); Consul, or something between, "
+                        "is too slow"
+                    )
+                else:
+                    why = f"{type(exc).__name__}: {foreign(exc)}"
+                if self._failed(w, why):
                     return
                 await asyncio.sleep(backoff / 2 + self._rng.uniform(0, backoff / 2))
                 backoff = min(opts.error_backoff_max, backoff * 2)
                 continue
             backoff = opts.error_backoff_min
             quick_retry = True
-            new_index = int(index) if str(index).isdigit() else 0
+            new_index = int(index) if str(index).isascii() and str(index).isdigit() else 0
             w.index = max(1, new_index) if new_index >= w.index else 0
-            self._good(w, parsed.endpoints, parsed.rejected)
+            if not blocking:
+                w.index = 0
+            if parsed.rejected_count and not parsed.endpoints:
+                if self._rejected(w, parsed):
+                    return
+            else:
+                self._good(w, parsed)
             if self._clock.now() - w.last_used > opts.idle_timeout:
                 with self._lock:
                     self._watches.pop(target, None)
                 log.info("stopped watching idle service %s", target, extra={"service": str(target)})
                 return
-            pause = opts.min_interval - (loop.time() - started)
+            interval = opts.min_interval if blocking else opts.poll_interval
+            pause = interval - (loop.time() - started)
             if pause > 0:
                 await asyncio.sleep(pause)
 
-    def _good(self, w: _Watch, endpoints: tuple[Any, ...], rejected: tuple[str, ...]) -> None:
+    def _count_invalid(self, w: _Watch, parsed: ParsedEntries) -> None:
+        w.invalid_entries = parsed.rejected_count
+        w.invalid_entries_total += parsed.rejected_count
+
+    def _rejected(self, w: _Watch, parsed: ParsedEntries) -> bool:
+        """Every entry of the answer is invalid: refuse the whole update, as Envoy rejects a
+        bad config update and keeps serving the last good one. The set is kept, marked stale,
+        and the next query blocks at the new index until the registry changes again.
+
+        True when the watch must stop (it had no good answer yet)."""
+        self._count_invalid(w, parsed)
+        w.rejected_updates += 1
+        reasons = "; ".join(parsed.rejected)
+        why = foreign(
+            f"rejected an answer whose {parsed.rejected_count} entries are all invalid: {reasons}"
+        )
+        old = w.resolution
+        log.warning(
+            "Consul answered %s with only invalid entries; %s: %s",
+            w.target,
+            "keeping the last good endpoints" if old is not None else "no endpoints yet",
+            why,
+            extra={"service": str(w.target)},
+        )
+        w.last_error = why
+        if old is not None and not old.stale:
+            w.resolution = self._stale_copy(w, old)
+        if not w.first.done():
+            return self._fail_first(w, why)
+        return False
+
+    def _stale_copy(self, w: _Watch, old: Resolution) -> Resolution:
+        return Resolution(
+            target=old.target,
+            endpoints=old.endpoints,
+            source=old.source,
+            updated_at=w.last_good,
+            stale=True,
+        )
+
+    def _good(self, w: _Watch, parsed: ParsedEntries) -> None:
         now = self._clock.now()
+        endpoints = parsed.endpoints
         old = w.resolution
         recovered = old is not None and old.stale
-        if rejected and (old is None or old.endpoints != endpoints):
+        self._count_invalid(w, parsed)
+        if parsed.rejected_count:
+            # Every answer that carries invalid entries says so, not only when the valid set
+            # changes: a registry that keeps serving garbage stays visible.
             log.warning(
-                "Consul returned invalid entries for %s (skipped): %s",
+                "Consul returned %d invalid entries for %s (skipped): %s",
+                parsed.rejected_count,
                 w.target,
-                "; ".join(rejected),
+                "; ".join(parsed.rejected),
                 extra={"service": str(w.target)},
             )
         w.last_good = now
@@ -298,16 +437,11 @@ class ConsulDiscovery(Discovery):
         # The next query must answer at once, so recovery is seen at once (a blocking query
         # at the old index would wait out its whole `wait` if nothing changed meanwhile).
         w.index = 0
+        why = foreign(why)
         w.last_error = why
         old = w.resolution
         if old is not None and not old.stale:
-            w.resolution = Resolution(
-                target=old.target,
-                endpoints=old.endpoints,
-                source=old.source,
-                updated_at=w.last_good,
-                stale=True,
-            )
+            w.resolution = self._stale_copy(w, old)
             log.warning(
                 "Consul at %s failed for %s (%s); serving the last known endpoints",
                 self.settings.address,
@@ -316,21 +450,26 @@ class ConsulDiscovery(Discovery):
                 extra={"service": str(w.target)},
             )
         if not w.first.done():
-            w.first.set_exception(
-                DiscoveryError(
-                    f"Consul at {self.settings.address} could not list service "
-                    f"{str(w.target)!r}: {why}"
-                )
-            )
-            # Let the next use start over (and wait again) instead of failing forever.
-            with self._lock:
-                if self._watches.get(w.target) is w:
-                    del self._watches[w.target]
-            return True
+            return self._fail_first(w, why)
         return False
 
+    def _fail_first(self, w: _Watch, why: str) -> bool:
+        w.first.set_exception(
+            DiscoveryError(
+                f"Consul at {self.settings.address} could not list service {str(w.target)!r}: {why}"
+            )
+        )
+        # Let the next use start over (and wait again) instead of failing forever.
+        with self._lock:
+            if self._watches.get(w.target) is w:
+                del self._watches[w.target]
+        return True
+
     def watch_state(self) -> dict[str, dict[str, Any]]:
-        """Per watched service: index, errors, last error, staleness (for ``mesh_state()``)."""
+        """Per watched service (for ``mesh_state()``): index, consecutive errors, last error
+        (capped and escaped), staleness, ``mode`` (``blocking``, or ``polling`` past
+        ``max_watches``), invalid entries in the last answer and in all, and answers rejected
+        because every entry was invalid."""
         now = self._clock.now()
         out: dict[str, dict[str, Any]] = {}
         for target, w in list(self._watches.items()):
@@ -340,6 +479,10 @@ class ConsulDiscovery(Discovery):
                 "errors": w.errors,
                 "last_error": w.last_error,
                 "staleness_s": round(now - res.updated_at, 3) if res and res.stale else 0.0,
+                "mode": "blocking" if w.blocking else "polling",
+                "invalid_entries": w.invalid_entries,
+                "invalid_entries_total": w.invalid_entries_total,
+                "rejected_updates": w.rejected_updates,
             }
         return out
 

@@ -175,6 +175,9 @@ def consul_settings_from_env(
         raise ConfigError(str(exc)) from None
 
 
+_EXAMPLES = {"MESH_CONSUL_MAX_RESPONSE_BYTES": "4194304", "MESH_CONSUL_MAX_WATCHES": "64"}
+
+
 def consul_options_from_env(
     env: Mapping[str, str],
     parse_bool: Callable[[str, str], bool],
@@ -213,6 +216,19 @@ def consul_options_from_env(
     if "MESH_CONSUL_ALLOW_LINK_LOCAL" in env:
         kw["allow_link_local"] = parse_bool(
             "MESH_CONSUL_ALLOW_LINK_LOCAL", env["MESH_CONSUL_ALLOW_LINK_LOCAL"]
+        )
+    for var, attr in (
+        ("MESH_CONSUL_MAX_RESPONSE_BYTES", "max_response_bytes"),
+        ("MESH_CONSUL_MAX_WATCHES", "max_watches"),
+    ):
+        if var in env:
+            raw = env[var].strip()
+            if not (raw.isascii() and raw.isdigit()):
+                raise ConfigError(f"{var}={raw!r} must be a whole number, e.g. {_EXAMPLES[var]}")
+            kw[attr] = int(raw)
+    if "MESH_CONSUL_POLL_INTERVAL" in env:
+        kw["poll_interval"] = parse_duration(
+            "MESH_CONSUL_POLL_INTERVAL", env["MESH_CONSUL_POLL_INTERVAL"]
         )
     try:
         return ConsulOptions(**kw)

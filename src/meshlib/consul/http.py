@@ -19,7 +19,19 @@ import httpx
 
 from meshlib.consul.settings import ConsulSettings
 
-__all__ = ["AsyncConsulHTTP", "SyncConsulHTTP", "async_consul", "ssl_context_for", "sync_consul"]
+__all__ = [
+    "AsyncConsulHTTP",
+    "ConsulResponseTooLarge",
+    "SyncConsulHTTP",
+    "async_consul",
+    "ssl_context_for",
+    "sync_consul",
+    "watch_limits",
+]
+
+
+class ConsulResponseTooLarge(Exception):
+    """Consul's answer was larger than the configured cap; the body was not read further."""
 
 
 def ssl_context_for(settings: ConsulSettings) -> ssl.SSLContext | bool:
@@ -34,11 +46,36 @@ def ssl_context_for(settings: ConsulSettings) -> ssl.SSLContext | bool:
     return ctx
 
 
-WATCH_LIMITS = httpx.Limits(max_connections=None, max_keepalive_connections=64)
-"""Every watched service parks one blocking query, and so holds one connection, for up to its
-wait: a pool cap (httpx's default is 100) would stall the 101st watch. Consul itself limits
-connections per client address (``limits.http_max_conns_per_client``, 200 by default); raise it
-on agents whose clients watch more services than that."""
+POLL_CONNECTIONS = 16
+"""Connections beyond the blocking watches' own: first answers and non-blocking polls."""
+
+
+def watch_limits(max_watches: int | None) -> httpx.Limits:
+    """The watch client's pool: every blocking watch parks one query, and so holds one
+    connection, for up to its wait, so the pool allows one per blocking watch plus
+    ``POLL_CONNECTIONS`` for the rest. Consul itself limits connections per client address
+    (``limits.http_max_conns_per_client``, 200 by default), which the default bound respects."""
+    if max_watches is None:
+        return httpx.Limits(max_connections=None, max_keepalive_connections=64)
+    total = max_watches + POLL_CONNECTIONS
+    return httpx.Limits(max_connections=total, max_keepalive_connections=total)
+
+
+WATCH_LIMITS = watch_limits(None)
+
+
+def _too_large(method: str, path: str, cap: int, size: str) -> ConsulResponseTooLarge:
+    return ConsulResponseTooLarge(
+        f"Consul's answer to {method} {path} is larger than the {cap}-byte cap ({size}); "
+        "raise MESH_CONSUL_MAX_RESPONSE_BYTES if the registry really holds that much"
+    )
+
+
+def _declared_too_large(r: httpx.Response, cap: int | None) -> str | None:
+    declared = r.headers.get("content-length", "")
+    if cap is not None and declared.isascii() and declared.isdigit() and int(declared) > cap:
+        return f"Content-Length {declared}"
+    return None
 
 
 def _client_kwargs(settings: ConsulSettings, timeout: float) -> dict[str, Any]:
@@ -104,8 +141,8 @@ class _Common:
         return {"sni_hostname": name} if name else {}
 
 
-def _response(r: httpx.Response, raw: bool) -> consul.base.Response:
-    body: Any = r.content if raw else r.text
+def _response(r: httpx.Response, content: bytes, raw: bool) -> consul.base.Response:
+    body: Any = content if raw else content.decode(r.charset_encoding or "utf-8", "replace")
     return consul.base.Response(r.status_code, r.headers, body)
 
 
@@ -113,27 +150,45 @@ class AsyncConsulHTTP(_Common, consul.base.HTTPClient):  # type: ignore[misc]
     """py-consul's async HTTP client on an ``httpx.AsyncClient``."""
 
     def __init__(
-        self, settings: ConsulSettings, *, timeout: float = 660.0, stale: bool = False
+        self,
+        settings: ConsulSettings,
+        *,
+        timeout: float = 660.0,
+        stale: bool = False,
+        max_response_bytes: int | None = None,
+        limits: httpx.Limits = WATCH_LIMITS,
     ) -> None:
         super().__init__(settings.host, settings.port, settings.scheme, settings.verify)
         self.settings = settings
         self.stale = stale
+        self.max_response_bytes = max_response_bytes
         transport = httpx.AsyncHTTPTransport(
-            uds=settings.unix_socket, verify=ssl_context_for(settings), limits=WATCH_LIMITS
+            uds=settings.unix_socket, verify=ssl_context_for(settings), limits=limits
         )
         self.client = httpx.AsyncClient(transport=transport, **_client_kwargs(settings, timeout))
 
     async def _request(
         self, callback: Any, method: str, path: str, params: Any, headers: Any, data: Any, raw: bool
     ) -> Any:
-        r = await self.client.request(
+        cap = self.max_response_bytes
+        async with self.client.stream(
             method,
             self._url(path, params, method),
             headers=headers or {},
             content=data or None,
             extensions=self._extensions(),
-        )
-        return callback(_response(r, raw))
+        ) as r:
+            declared = _declared_too_large(r, cap)
+            if declared is not None:
+                raise _too_large(method, path, cap or 0, declared)
+            chunks: list[bytes] = []
+            total = 0
+            async for chunk in r.aiter_bytes():
+                total += len(chunk)
+                if cap is not None and total > cap:
+                    raise _too_large(method, path, cap, f"more than {cap} bytes read")
+                chunks.append(chunk)
+        return callback(_response(r, b"".join(chunks), raw))
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -143,25 +198,42 @@ class SyncConsulHTTP(_Common, consul.base.HTTPClient):  # type: ignore[misc]
     """py-consul's blocking HTTP client on an ``httpx.Client``."""
 
     def __init__(
-        self, settings: ConsulSettings, *, timeout: float = 660.0, stale: bool = False
+        self,
+        settings: ConsulSettings,
+        *,
+        timeout: float = 660.0,
+        stale: bool = False,
+        max_response_bytes: int | None = None,
     ) -> None:
         super().__init__(settings.host, settings.port, settings.scheme, settings.verify)
         self.settings = settings
         self.stale = stale
+        self.max_response_bytes = max_response_bytes
         transport = httpx.HTTPTransport(uds=settings.unix_socket, verify=ssl_context_for(settings))
         self.client = httpx.Client(transport=transport, **_client_kwargs(settings, timeout))
 
     def _request(
         self, callback: Any, method: str, path: str, params: Any, headers: Any, data: Any, raw: bool
     ) -> Any:
-        r = self.client.request(
+        cap = self.max_response_bytes
+        with self.client.stream(
             method,
             self._url(path, params, method),
             headers=headers or {},
             content=data or None,
             extensions=self._extensions(),
-        )
-        return callback(_response(r, raw))
+        ) as r:
+            declared = _declared_too_large(r, cap)
+            if declared is not None:
+                raise _too_large(method, path, cap or 0, declared)
+            chunks: list[bytes] = []
+            total = 0
+            for chunk in r.iter_bytes():
+                total += len(chunk)
+                if cap is not None and total > cap:
+                    raise _too_large(method, path, cap, f"more than {cap} bytes read")
+                chunks.append(chunk)
+        return callback(_response(r, b"".join(chunks), raw))
 
     def close(self) -> None:
         self.client.close()
@@ -190,9 +262,24 @@ class _ConsulBase(consul.base.Consul):  # type: ignore[misc]
         return self._meshlib_http
 
 
-def async_consul(settings: ConsulSettings, *, timeout: float = 660.0, stale: bool = False) -> Any:
-    """A py-consul client whose calls are coroutines, on httpx (``stale``: reads use ?stale)."""
-    return _ConsulBase(settings, AsyncConsulHTTP(settings, timeout=timeout, stale=stale))
+def async_consul(
+    settings: ConsulSettings,
+    *,
+    timeout: float = 660.0,
+    stale: bool = False,
+    max_response_bytes: int | None = None,
+    max_watches: int | None = None,
+) -> Any:
+    """A py-consul client whose calls are coroutines, on httpx (``stale``: reads use ?stale;
+    answers beyond ``max_response_bytes`` raise ``ConsulResponseTooLarge``)."""
+    http = AsyncConsulHTTP(
+        settings,
+        timeout=timeout,
+        stale=stale,
+        max_response_bytes=max_response_bytes,
+        limits=watch_limits(max_watches),
+    )
+    return _ConsulBase(settings, http)
 
 
 def sync_consul(settings: ConsulSettings, *, timeout: float = 660.0, stale: bool = False) -> Any:

@@ -23,14 +23,36 @@ from typing import Any
 from meshlib.endpoint import Endpoint, validate_host
 
 __all__ = [
+    "FOREIGN_LIMIT",
     "ParsedEntries",
     "address_refusal",
     "aggregated_status",
+    "foreign",
     "parse_health_entries",
     "valid_service_name",
 ]
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,62}$")
+
+FOREIGN_LIMIT = 300
+"""Most characters of one string from the registry that reach a log, an exception or state."""
+_MAX_REASONS = 10
+
+
+def foreign(value: object, limit: int = FOREIGN_LIMIT) -> str:
+    """A string from the registry made safe to log: control and other non-printable characters
+    escaped (a newline cannot forge a log line) and cut to ``limit`` characters, saying how
+    much was cut (a 50 MB error body becomes one short line)."""
+    text = value if isinstance(value, str) else str(value)
+    out: list[str] = []
+    size = 0
+    for i, ch in enumerate(text):
+        piece = ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii")
+        if size + len(piece) > limit:
+            return "".join(out) + f"...[{len(text) - i} more characters]"
+        out.append(piece)
+        size += len(piece)
+    return "".join(out)
 
 
 def valid_service_name(name: str) -> bool:
@@ -60,7 +82,10 @@ def aggregated_status(checks: Any) -> str:
 class ParsedEntries:
     endpoints: tuple[Endpoint, ...]
     rejected: tuple[str, ...]
-    """One line per skipped entry, saying why (for a warning log; never includes secrets)."""
+    """Why entries were skipped, one line each for the first few (for a warning log; capped
+    and escaped, never includes secrets)."""
+    rejected_count: int = 0
+    """How many entries were skipped as invalid (``rejected`` shows only the first few)."""
 
 
 def _weight(service: Mapping[str, Any], status: str) -> float:
@@ -115,6 +140,7 @@ def parse_health_entries(
         raise ValueError(f"expected a JSON list of health entries, got {type(data).__name__}")
     endpoints: list[Endpoint] = []
     rejected: list[str] = []
+    rejected_count = 0
     for i, entry in enumerate(data):
         try:
             if not isinstance(entry, Mapping):
@@ -153,8 +179,10 @@ def parse_health_entries(
                 Endpoint(host=host, port=port, weight=weight, tags=tuple(tags), meta=clean_meta)
             )
         except ValueError as exc:
-            svc = entry.get("Service") if isinstance(entry, Mapping) else None
-            sid = svc.get("ID") if isinstance(svc, Mapping) else None
-            rejected.append(f"entry {i} ({sid!r}): {exc}")
+            rejected_count += 1
+            if len(rejected) < _MAX_REASONS:
+                svc = entry.get("Service") if isinstance(entry, Mapping) else None
+                sid = svc.get("ID") if isinstance(svc, Mapping) else None
+                rejected.append(f"entry {i} ({foreign(repr(sid), 80)}): {foreign(exc)}")
     unique = tuple(dict.fromkeys(endpoints))
-    return ParsedEntries(unique, tuple(rejected))
+    return ParsedEntries(unique, tuple(rejected), rejected_count)
