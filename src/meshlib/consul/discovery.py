@@ -11,14 +11,13 @@ sync and async clients share one set of watches. The rules are Consul's own:
 * on an error the watch backs off with jitter and **keeps the last good endpoints**, marked
   stale; the staleness is visible in ``mesh_state()`` and an optional bound turns stale data
   into a ``DiscoveryError``; a 403 is logged loudly and retried slowly; a valid empty answer
-  (the service was deregistered) is applied, but an error, a timeout or a malformed body never
-  empties the set;
-* service names are validated before any call (``../kv/x`` never reaches Consul) and registry
-  data is validated before use (``consul_parse``);
-* a watch stops after ``idle_timeout`` without use and starts again on the next use.
+  (the service was deregistered) is applied, but an error, a timeout, a malformed body or an
+  answer of only invalid entries (rejected whole, as Envoy rejects an update) never empties it;
+* names are validated before any call and registry data before use (``consul_parse``); a
+  query has a total deadline and a size cap; strings from Consul are capped and escaped;
+* at most ``max_watches`` watches block at once (the rest poll); idle ones stop.
 
-First use waits for the first answer up to ``first_timeout``, then fails with a clear
-``DiscoveryError`` that names Consul's address (never its token).
+First use waits up to ``first_timeout``, then fails naming Consul's address (never its token).
 """
 
 from __future__ import annotations
@@ -28,7 +27,6 @@ import concurrent.futures
 import logging
 import random
 import threading
-from dataclasses import dataclass, field
 from typing import Any
 
 import consul
@@ -38,76 +36,14 @@ from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.consul.http import async_consul
 from meshlib.consul.parse import ParsedEntries, foreign, parse_health_entries, valid_service_name
 from meshlib.consul.settings import ConsulSettings
+from meshlib.consul.watches import ConsulOptions, WatchSlots, state_row
+from meshlib.consul.watches import Watch as _Watch
 from meshlib.discovery.base import Discovery, Resolution, Target
 from meshlib.errors import DiscoveryError
 
 __all__ = ["ConsulDiscovery", "ConsulOptions"]
 
 log = logging.getLogger("meshlib.discovery")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ConsulOptions:
-    """How Consul is read (``MESH_CONSUL_*``)."""
-
-    include_warning: bool = False
-    stale: bool = True
-    wait: float = 300.0
-    near: str | None = None
-    first_timeout: float = 5.0
-    max_staleness: float | None = None
-    idle_timeout: float = 600.0
-    min_interval: float = 0.05
-    error_backoff_min: float = 0.5
-    error_backoff_max: float = 30.0
-    forbidden_backoff: float = 60.0
-    allow_link_local: bool = False
-    max_response_bytes: int = 4 * 1024 * 1024
-    """Largest answer a watch reads; a bigger one fails that round
-    (``MESH_CONSUL_MAX_RESPONSE_BYTES``)."""
-    query_margin: float = 5.0
-    """A query's total deadline: ``wait x 17/16`` (Consul's jitter) plus this, or this alone
-    for a non-blocking query; a server that drips bytes cannot pin a watch past it."""
-    max_watches: int = 64
-    """Most services watched with blocking queries at once (MESH_CONSUL_MAX_WATCHES); the
-    others are polled with non-blocking queries every ``poll_interval``."""
-    poll_interval: float = 10.0
-
-    def __post_init__(self) -> None:
-        if not 1.0 <= self.wait <= 600.0:
-            raise ValueError(f"Consul wait must be within [1s, 10m], got {self.wait:g}s")
-        if self.first_timeout <= 0:
-            raise ValueError(f"first_timeout must be > 0, got {self.first_timeout}")
-        if self.max_response_bytes < 1024:
-            raise ValueError(
-                f"max_response_bytes must be at least 1024, got {self.max_response_bytes}"
-            )
-        if self.query_margin <= 0:
-            raise ValueError(f"query_margin must be > 0, got {self.query_margin}")
-        if not 1 <= self.max_watches <= 10_000:
-            raise ValueError(f"max_watches must be within [1, 10000], got {self.max_watches}")
-        if self.poll_interval <= 0:
-            raise ValueError(f"poll_interval must be > 0, got {self.poll_interval}")
-
-
-@dataclass
-class _Watch:
-    target: Target
-    first: concurrent.futures.Future[Resolution] = field(default_factory=concurrent.futures.Future)
-    resolution: Resolution | None = None
-    last_used: float = 0.0
-    last_good: float = 0.0
-    index: int = 0
-    errors: int = 0
-    last_error: str = ""
-    task: asyncio.Task[None] | None = None
-    blocking: bool = False
-    """Holds one of the ``max_watches`` blocking slots (else it polls)."""
-    invalid_entries: int = 0
-    """Invalid entries in the last answer (skipped, or the whole answer rejected)."""
-    invalid_entries_total: int = 0
-    rejected_updates: int = 0
-    """Answers refused because every entry was invalid (the last good set was kept)."""
 
 
 class ConsulDiscovery(Discovery):
@@ -131,8 +67,7 @@ class ConsulDiscovery(Discovery):
         self._thread: threading.Thread | None = None
         self._consul: Any = None
         self._closed = False
-        self._blocking: set[Target] = set()
-        self._warned_polling = False
+        self._slots = WatchSlots(self.options.max_watches)
 
     # -- the request path --------------------------------------------------------------------
 
@@ -228,35 +163,19 @@ class ConsulDiscovery(Discovery):
 
     def _spawn(self, w: _Watch) -> None:
         if self._consul is None:
-            # Each query has a total deadline (``_deadline``); httpx's per-read timeout only
-            # backs it up, so it sits just past it.
-            opts = self.options
+            opts = self.options  # httpx's read timeout only backs up each query's deadline
             self._consul = async_consul(
                 self.settings,
-                timeout=self._deadline(True) + 1.0,
+                timeout=opts.deadline(True) + 1.0,
                 stale=opts.stale,
                 max_response_bytes=opts.max_response_bytes,
                 max_watches=opts.max_watches,
             )
         w.task = asyncio.get_running_loop().create_task(self._watch(w))
 
-    def _deadline(self, blocking: bool) -> float:
-        """Total time one query may take: Consul answers a blocking query within wait + wait/16
-        (its jitter); past that plus a margin the agent, or something between, is not
-        answering, however many bytes trickle in."""
-        opts = self.options
-        return (opts.wait * 17 / 16 if blocking else 0.0) + opts.query_margin
-
     def _claim_slot(self, w: _Watch) -> bool:
         """True if ``w`` may park blocking queries (at most ``max_watches`` at once)."""
-        with self._lock:
-            if not w.blocking and len(self._blocking) < self.options.max_watches:
-                self._blocking.add(w.target)
-                w.blocking = True
-            warn = not w.blocking and not self._warned_polling
-            if warn:
-                self._warned_polling = True
-        if warn:
+        if self._slots.claim(w):
             log.warning(
                 "more than MESH_CONSUL_MAX_WATCHES=%d services are watched: %s and any further "
                 "ones are polled every %gs with non-blocking queries (Consul limits connections "
@@ -268,17 +187,11 @@ class ConsulDiscovery(Discovery):
             )
         return w.blocking
 
-    def _release_slot(self, w: _Watch) -> None:
-        with self._lock:
-            if w.blocking:
-                self._blocking.discard(w.target)
-                w.blocking = False
-
     async def _watch(self, w: _Watch) -> None:
         try:
             await self._watch_loop(w)
         finally:
-            self._release_slot(w)
+            self._slots.release(w)
 
     async def _watch_loop(self, w: _Watch) -> None:
         opts = self.options
@@ -289,7 +202,7 @@ class ConsulDiscovery(Discovery):
         while not self._closed:
             started = loop.time()
             blocking = self._claim_slot(w)
-            deadline = self._deadline(blocking and bool(w.index))
+            deadline = self.options.deadline(blocking and bool(w.index))
             try:
                 params: dict[str, Any] = {
                     "passing": not opts.include_warning,
@@ -329,9 +242,8 @@ class ConsulDiscovery(Discovery):
                     continue
                 if isinstance(exc, TimeoutError):
                     why = (
-                        f"no complete answer within {deadline:g}s (the query's deadline: "
-                        f"wait x 17/16 + {opts.query_margin:g}s); Consul, or something between, "
-                        "is too slow"
+                        f"no complete answer within {deadline:g}s (the query's total "
+                        "deadline); Consul, or something between, is too slow"
                     )
                 else:
                     why = f"{type(exc).__name__}: {foreign(exc)}"
@@ -361,17 +273,13 @@ class ConsulDiscovery(Discovery):
             if pause > 0:
                 await asyncio.sleep(pause)
 
-    def _count_invalid(self, w: _Watch, parsed: ParsedEntries) -> None:
-        w.invalid_entries = parsed.rejected_count
-        w.invalid_entries_total += parsed.rejected_count
-
     def _rejected(self, w: _Watch, parsed: ParsedEntries) -> bool:
         """Every entry of the answer is invalid: refuse the whole update, as Envoy rejects a
         bad config update and keeps serving the last good one. The set is kept, marked stale,
         and the next query blocks at the new index until the registry changes again.
 
         True when the watch must stop (it had no good answer yet)."""
-        self._count_invalid(w, parsed)
+        w.count_invalid(parsed.rejected_count)
         w.rejected_updates += 1
         reasons = "; ".join(parsed.rejected)
         why = foreign(
@@ -387,26 +295,17 @@ class ConsulDiscovery(Discovery):
         )
         w.last_error = why
         if old is not None and not old.stale:
-            w.resolution = self._stale_copy(w, old)
+            w.resolution = w.stale_copy(old)
         if not w.first.done():
             return self._fail_first(w, why)
         return False
-
-    def _stale_copy(self, w: _Watch, old: Resolution) -> Resolution:
-        return Resolution(
-            target=old.target,
-            endpoints=old.endpoints,
-            source=old.source,
-            updated_at=w.last_good,
-            stale=True,
-        )
 
     def _good(self, w: _Watch, parsed: ParsedEntries) -> None:
         now = self._clock.now()
         endpoints = parsed.endpoints
         old = w.resolution
         recovered = old is not None and old.stale
-        self._count_invalid(w, parsed)
+        w.count_invalid(parsed.rejected_count)
         if parsed.rejected_count:
             # Every answer that carries invalid entries says so, not only when the valid set
             # changes: a registry that keeps serving garbage stays visible.
@@ -441,7 +340,7 @@ class ConsulDiscovery(Discovery):
         w.last_error = why
         old = w.resolution
         if old is not None and not old.stale:
-            w.resolution = self._stale_copy(w, old)
+            w.resolution = w.stale_copy(old)
             log.warning(
                 "Consul at %s failed for %s (%s); serving the last known endpoints",
                 self.settings.address,
@@ -473,17 +372,7 @@ class ConsulDiscovery(Discovery):
         now = self._clock.now()
         out: dict[str, dict[str, Any]] = {}
         for target, w in list(self._watches.items()):
-            res = w.resolution
-            out[str(target)] = {
-                "index": w.index,
-                "errors": w.errors,
-                "last_error": w.last_error,
-                "staleness_s": round(now - res.updated_at, 3) if res and res.stale else 0.0,
-                "mode": "blocking" if w.blocking else "polling",
-                "invalid_entries": w.invalid_entries,
-                "invalid_entries_total": w.invalid_entries_total,
-                "rejected_updates": w.rejected_updates,
-            }
+            out[str(target)] = state_row(w, now)
         return out
 
     def close(self) -> None:

@@ -58,7 +58,7 @@ def watch_limits(max_watches: int | None) -> httpx.Limits:
     if max_watches is None:
         return httpx.Limits(max_connections=None, max_keepalive_connections=64)
     total = max_watches + POLL_CONNECTIONS
-    return httpx.Limits(max_connections=total, max_keepalive_connections=total)
+    return httpx.Limits(max_connections=total, max_keepalive_connections=min(total, 64))
 
 
 WATCH_LIMITS = watch_limits(None)

@@ -1,0 +1,147 @@
+"""A Consul watch's options, its per-service state, and the bound on blocking watches.
+
+Split from ``discovery`` so the watch loop reads on its own; nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from meshlib.discovery.base import Resolution, Target
+
+__all__ = ["ConsulOptions", "Watch", "WatchSlots", "state_row"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ConsulOptions:
+    """How Consul is read (``MESH_CONSUL_*``)."""
+
+    include_warning: bool = False
+    stale: bool = True
+    wait: float = 300.0
+    near: str | None = None
+    first_timeout: float = 5.0
+    max_staleness: float | None = None
+    idle_timeout: float = 600.0
+    min_interval: float = 0.05
+    error_backoff_min: float = 0.5
+    error_backoff_max: float = 30.0
+    forbidden_backoff: float = 60.0
+    allow_link_local: bool = False
+    max_response_bytes: int = 4 * 1024 * 1024
+    """Largest answer a watch reads; a bigger one fails that round
+    (``MESH_CONSUL_MAX_RESPONSE_BYTES``)."""
+    query_margin: float = 2.0
+    """A blocking query's total deadline is ``wait x 17/16`` (Consul's jitter) plus this; a
+    non-blocking one's is this or 5 s, whichever is longer. A server that drips bytes cannot
+    pin a watch past it."""
+    max_watches: int = 64
+    """Most services watched with blocking queries at once (MESH_CONSUL_MAX_WATCHES); the
+    others are polled with non-blocking queries every ``poll_interval``."""
+    poll_interval: float = 10.0
+
+    def __post_init__(self) -> None:
+        if not 1.0 <= self.wait <= 600.0:
+            raise ValueError(f"Consul wait must be within [1s, 10m], got {self.wait:g}s")
+        if self.first_timeout <= 0:
+            raise ValueError(f"first_timeout must be > 0, got {self.first_timeout}")
+        if self.max_response_bytes < 1024:
+            raise ValueError(
+                f"max_response_bytes must be at least 1024, got {self.max_response_bytes}"
+            )
+        if self.query_margin <= 0:
+            raise ValueError(f"query_margin must be > 0, got {self.query_margin}")
+        if not 1 <= self.max_watches <= 10_000:
+            raise ValueError(f"max_watches must be within [1, 10000], got {self.max_watches}")
+        if self.poll_interval <= 0:
+            raise ValueError(f"poll_interval must be > 0, got {self.poll_interval}")
+
+    def deadline(self, blocking: bool) -> float:
+        """Total time one query may take: Consul answers a blocking query within wait + wait/16
+        (its jitter); past that plus a margin the agent, or something between, is not
+        answering, however many bytes trickle in."""
+        if not blocking:
+            return max(self.query_margin, 5.0)
+        return self.wait * 17 / 16 + self.query_margin
+
+
+@dataclass
+class Watch:
+    target: Target
+    first: concurrent.futures.Future[Resolution] = field(default_factory=concurrent.futures.Future)
+    resolution: Resolution | None = None
+    last_used: float = 0.0
+    last_good: float = 0.0
+    index: int = 0
+    errors: int = 0
+    last_error: str = ""
+    task: asyncio.Task[None] | None = None
+    blocking: bool = False
+    """Holds one of the ``max_watches`` blocking slots (else it polls)."""
+    invalid_entries: int = 0
+    """Invalid entries in the last answer (skipped, or the whole answer rejected)."""
+    invalid_entries_total: int = 0
+    rejected_updates: int = 0
+    """Answers refused because every entry was invalid (the last good set was kept)."""
+
+    def count_invalid(self, count: int) -> None:
+        self.invalid_entries = count
+        self.invalid_entries_total += count
+
+    def stale_copy(self, old: Resolution) -> Resolution:
+        """``old`` marked stale, dated from the last good answer."""
+        return Resolution(
+            target=old.target,
+            endpoints=old.endpoints,
+            source=old.source,
+            updated_at=self.last_good,
+            stale=True,
+        )
+
+
+class WatchSlots:
+    """At most ``limit`` watches park blocking queries at once (each holds a connection to the
+    agent for up to its wait); the others poll. A slot is claimed per round, so a slot freed
+    by an idle watch goes to the next polled service that asks."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._held: set[Target] = set()
+        self._lock = threading.Lock()
+        self._warned = False
+
+    def claim(self, w: Watch) -> bool:
+        """Claim a slot for ``w`` if one is free; True the first time one was not (warn)."""
+        with self._lock:
+            if not w.blocking and len(self._held) < self.limit:
+                self._held.add(w.target)
+                w.blocking = True
+            warn = not w.blocking and not self._warned
+            if warn:
+                self._warned = True
+        return warn
+
+    def release(self, w: Watch) -> None:
+        with self._lock:
+            if w.blocking:
+                self._held.discard(w.target)
+                w.blocking = False
+
+
+def state_row(w: Watch, now: float) -> dict[str, Any]:
+    """One service's watch as ``mesh_state()`` shows it under ``discovery``."""
+    res = w.resolution
+    return {
+        "index": w.index,
+        "errors": w.errors,
+        "last_error": w.last_error,
+        "staleness_s": round(now - res.updated_at, 3) if res and res.stale else 0.0,
+        "mode": "blocking" if w.blocking else "polling",
+        "invalid_entries": w.invalid_entries,
+        "invalid_entries_total": w.invalid_entries_total,
+        "rejected_updates": w.rejected_updates,
+    }
