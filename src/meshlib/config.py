@@ -207,23 +207,8 @@ class MeshConfig:
             yield f.name, getattr(self, f.name)
 
     def pipeline_settings(self) -> PipelineSettings:
-        """The pipeline's settings from this configuration."""
-        return PipelineSettings(
-            balancer=self.balancer,
-            ewma_decay=self.ewma_decay,
-            ewma_default_rtt=self.ewma_default_rtt,
-            passthrough_hosts=self.passthrough_hosts,
-            propagate_hosts=self.propagate_hosts,
-            consul_domain=self.consul_domain,
-            retry=self.retry,
-            budget=self.budget,
-            accrual=self.accrual,
-            timeout=self.timeout,
-            per_try_timeout=self.per_try_timeout,
-            idempotency_key=self.idempotency_key,
-            propagate_deadline=self.propagate_deadline,
-            limits=self.limits,
-        )
+        """The pipeline's settings from this configuration (its fields carry the same names)."""
+        return PipelineSettings(**{f.name: getattr(self, f.name) for f in fields(PipelineSettings)})
 
 
 _DURATIONS = {

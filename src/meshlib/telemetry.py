@@ -34,12 +34,8 @@ def configure(
 ) -> Telemetry:
     """Install the SDK with the configured exporters (arguments override ``OTEL_*``).
 
-    Traces: a ``TracerProvider`` is installed even for ``none`` (new traces then get real ids
-    that propagate downstream). Metrics: ``none`` without a ``metric_reader`` installs no
-    ``MeterProvider``, since a provider with no reader costs every call and reports nothing.
-
-    ``span_exporter`` / ``metric_reader`` take ready-made SDK objects instead (an in-memory
-    exporter in a test, for example); span exporters are batched, except an in-memory one.
+    What each exporter choice installs, and ``span_exporter`` / ``metric_reader`` (ready-made
+    SDK objects, an in-memory exporter in a test for example), are ``meshlib.otel.sdk.install``'s.
     """
     cfg = config if config is not None else MeshConfig.from_env()
     return install(

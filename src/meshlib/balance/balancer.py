@@ -149,15 +149,15 @@ class Balancer(Protocol):
     ) -> EndpointState: ...
 
 
-def _spread(
-    eps: EndpointSet, now: float, avoid: EndpointState | None, rng: random.Random
+def _health_ignored(
+    draw: Callable[[], EndpointState], now: float, avoid: EndpointState | None
 ) -> EndpointState:
-    """Panic mode, or a single endpoint: a weighted draw over all, health ignored; ``admit`` still
-    runs so a dead endpoint that is due gets its probe (its outcome can revive it)."""
-    states = eps.states
-    chosen = states[eps.sample(rng)]
-    if chosen is avoid and len(states) > 1:
-        chosen = states[eps.sample(rng)]
+    """Panic mode (or a lone endpoint): the balancer's own draw with health ignored, away from
+    the last endpoint if a second draw allows; ``admit`` still runs, so a dead endpoint that is
+    due gets its probe (whose outcome can revive it)."""
+    chosen = draw()
+    if chosen is avoid:
+        chosen = draw()
     chosen.admit(now)
     return chosen
 
@@ -212,7 +212,9 @@ class P2C:
         panic: bool = False,
     ) -> EndpointState:
         if panic or len(eps.states) == 1:
-            return _spread(eps, now, avoid, self._rng)
+            # By weight alone: the dead endpoints' load scores carry their failures.
+            states, rng = eps.states, self._rng
+            return _health_ignored(lambda: states[eps.sample(rng)], now, avoid)
         for _ in range(MAX_EFFORT):
             chosen = self._two(eps, now)
             if chosen is not avoid and chosen.admit(now):
@@ -229,9 +231,8 @@ class RoundRobin:
 
     name = "round-robin"
 
-    def __init__(self, *, decay: float = 10.0, rng: random.Random | None = None) -> None:
+    def __init__(self, *, decay: float = 10.0) -> None:
         self._decay = decay
-        self._rng = rng or random.Random()
         self._next = 0
         self._schedules: dict[int, tuple[EndpointSet, list[int]]] = {}
 
@@ -256,8 +257,6 @@ class RoundRobin:
         panic: bool = False,
     ) -> EndpointState:
         states = eps.states
-        if len(states) == 1:
-            return _spread(eps, now, avoid, self._rng)
         schedule = self._schedule(eps)
 
         def draw() -> EndpointState:
@@ -266,11 +265,7 @@ class RoundRobin:
             return chosen
 
         if panic:  # the schedule, health ignored: round robin spreads by itself
-            chosen = draw()
-            if chosen is avoid:
-                chosen = draw()
-            chosen.admit(now)
-            return chosen
+            return _health_ignored(draw, now, avoid)
         for _ in range(min(len(schedule), MAX_EFFORT * 2)):
             chosen = draw()
             if chosen is not avoid and chosen.admit(now):
@@ -310,10 +305,7 @@ def _fallback(
     """
     live = [s for s in eps.states if s.available(now)]
     if len(live) * 2 < len(eps.states):
-        chosen = draw()
-        chosen = draw() if chosen is avoid else chosen
-        chosen.admit(now)
-        return chosen
+        return _health_ignored(draw, now, avoid)
     candidates = [s for s in live if s is not avoid] or live
     chosen = min(candidates, key=lambda s: s.metric.load(now))
     chosen.admit(now)
@@ -332,5 +324,5 @@ def make_balancer(
     if name == "p2c-least-loaded":
         return P2C(metric="least-loaded", decay=decay, rng=rng)
     if name == "round-robin":
-        return RoundRobin(decay=decay, rng=rng)
+        return RoundRobin(decay=decay)
     raise ValueError(f"balancer must be one of {', '.join(BALANCERS)}, got {name!r}")

@@ -23,6 +23,7 @@ from typing import TypeVar
 
 from meshlib.connect.identity import SpiffeID, parse_spiffe_id
 from meshlib.consul.connect import ConnectAgent, ConnectUnavailable, Leaf, Roots
+from meshlib.consul.parse import foreign
 
 __all__ = ["Bundle", "CertificateWatcher"]
 
@@ -176,7 +177,7 @@ class CertificateWatcher:
             except Exception as exc:
                 failures += 1
                 self.errors += 1
-                self.last_error = str(exc)[:300]
+                self.last_error = foreign(exc)
                 if not self._first.done() and isinstance(exc, ConnectUnavailable):
                     self._first.set_exception(exc)
                 low, high = self._backoff

@@ -16,12 +16,11 @@ import consul
 from consul.callback import CB
 
 from meshlib.consul.http import async_consul
+from meshlib.consul.parse import foreign
 from meshlib.consul.settings import ConsulSettings
 from meshlib.errors import DiscoveryError
 
 __all__ = ["ConnectAgent", "ConnectUnavailable", "Leaf", "Roots"]
-
-_MAX_TEXT = 300
 
 
 class ConnectUnavailable(DiscoveryError):
@@ -55,14 +54,9 @@ class Leaf:
         return f"Leaf(service={self.service!r}, uri={self.uri!r}, serial={self.serial!r})"
 
 
-def _text(value: object) -> str:
-    text = str(value).replace("\r", " ").replace("\n", " ")
-    return text if len(text) <= _MAX_TEXT else text[:_MAX_TEXT] + "..."
-
-
 def _unavailable(what: str, exc: BaseException) -> ConnectUnavailable:
     return ConnectUnavailable(
-        f"the Consul agent could not serve {what}: {_text(exc)} (is Connect enabled on the "
+        f"the Consul agent could not serve {what}: {foreign(exc)} (is Connect enabled on the "
         "agent, `connect { enabled = true }`, and may this token read it?)"
     )
 
@@ -150,7 +144,7 @@ class ConnectAgent:
             raise _unavailable("an intention check", exc) from None
         if not isinstance(doc, dict) or not isinstance(doc.get("Authorized"), bool):
             raise ConnectUnavailable("the agent's authorize answer has no Authorized field")
-        return doc["Authorized"], _text(doc.get("Reason") or "")
+        return doc["Authorized"], foreign(doc.get("Reason") or "")
 
     async def aclose(self) -> None:
         await self._consul.http.close()

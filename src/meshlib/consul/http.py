@@ -71,11 +71,29 @@ def _too_large(method: str, path: str, cap: int, size: str) -> ConsulResponseToo
     )
 
 
-def _declared_too_large(r: httpx.Response, cap: int | None) -> str | None:
-    declared = r.headers.get("content-length", "")
-    if cap is not None and declared.isascii() and declared.isdigit() and int(declared) > cap:
-        return f"Content-Length {declared}"
-    return None
+class _CappedBody:
+    """Collects one answer's body, refusing it past ``cap`` bytes (declared or read), so the
+    async and the blocking client share the rule and differ only in how they iterate."""
+
+    __slots__ = ("_cap", "_chunks", "_method", "_path", "_total")
+
+    def __init__(self, r: httpx.Response, method: str, path: str, cap: int | None) -> None:
+        self._cap, self._method, self._path = cap, method, path
+        self._chunks: list[bytes] = []
+        self._total = 0
+        declared = r.headers.get("content-length", "")
+        if cap is not None and declared.isascii() and declared.isdigit() and int(declared) > cap:
+            raise _too_large(method, path, cap, f"Content-Length {declared}")
+
+    def add(self, chunk: bytes) -> None:
+        self._total += len(chunk)
+        cap = self._cap
+        if cap is not None and self._total > cap:
+            raise _too_large(self._method, self._path, cap, f"more than {cap} bytes read")
+        self._chunks.append(chunk)
+
+    def content(self) -> bytes:
+        return b"".join(self._chunks)
 
 
 def _client_kwargs(settings: ConsulSettings, timeout: float) -> dict[str, Any]:
@@ -170,7 +188,6 @@ class AsyncConsulHTTP(_Common, consul.base.HTTPClient):  # type: ignore[misc]
     async def _request(
         self, callback: Any, method: str, path: str, params: Any, headers: Any, data: Any, raw: bool
     ) -> Any:
-        cap = self.max_response_bytes
         async with self.client.stream(
             method,
             self._url(path, params, method),
@@ -178,17 +195,10 @@ class AsyncConsulHTTP(_Common, consul.base.HTTPClient):  # type: ignore[misc]
             content=data or None,
             extensions=self._extensions(),
         ) as r:
-            declared = _declared_too_large(r, cap)
-            if declared is not None:
-                raise _too_large(method, path, cap or 0, declared)
-            chunks: list[bytes] = []
-            total = 0
+            body = _CappedBody(r, method, path, self.max_response_bytes)
             async for chunk in r.aiter_bytes():
-                total += len(chunk)
-                if cap is not None and total > cap:
-                    raise _too_large(method, path, cap, f"more than {cap} bytes read")
-                chunks.append(chunk)
-        return callback(_response(r, b"".join(chunks), raw))
+                body.add(chunk)
+        return callback(_response(r, body.content(), raw))
 
     async def close(self) -> None:
         await self.client.aclose()
@@ -215,7 +225,6 @@ class SyncConsulHTTP(_Common, consul.base.HTTPClient):  # type: ignore[misc]
     def _request(
         self, callback: Any, method: str, path: str, params: Any, headers: Any, data: Any, raw: bool
     ) -> Any:
-        cap = self.max_response_bytes
         with self.client.stream(
             method,
             self._url(path, params, method),
@@ -223,17 +232,10 @@ class SyncConsulHTTP(_Common, consul.base.HTTPClient):  # type: ignore[misc]
             content=data or None,
             extensions=self._extensions(),
         ) as r:
-            declared = _declared_too_large(r, cap)
-            if declared is not None:
-                raise _too_large(method, path, cap or 0, declared)
-            chunks: list[bytes] = []
-            total = 0
+            body = _CappedBody(r, method, path, self.max_response_bytes)
             for chunk in r.iter_bytes():
-                total += len(chunk)
-                if cap is not None and total > cap:
-                    raise _too_large(method, path, cap, f"more than {cap} bytes read")
-                chunks.append(chunk)
-        return callback(_response(r, b"".join(chunks), raw))
+                body.add(chunk)
+        return callback(_response(r, body.content(), raw))
 
     def close(self) -> None:
         self.client.close()

@@ -204,8 +204,14 @@ class Call:
             request.extensions["timeout"] = self._timeouts(remaining)
             # The attempt's hard bound, head and body included: the per-try timeout or the time
             # left, whichever ends first (the engine enforces it however a server paces bytes).
-            bounds = [b for b in (per_try, remaining) if b is not None]
-            request.extensions[DEADLINE] = time.monotonic() + min(bounds)
+            if per_try is None:
+                bound = remaining
+            elif remaining is None or per_try < remaining:
+                bound = per_try
+            else:
+                bound = remaining
+            assert bound is not None
+            request.extensions[DEADLINE] = time.monotonic() + bound
         if remaining is not None and self._settings.propagate_deadline:
             attempt.headers.append((DEADLINE_HEADER, format_deadline(remaining)))
         return attempt
