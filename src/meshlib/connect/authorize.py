@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from meshlib.connect.certs import CertificateWatcher
+from meshlib.consul.parse import foreign
 
 __all__ = ["Authorizer", "Decision"]
 
@@ -76,8 +77,6 @@ class Authorizer:
             allowed, reason = future.result(timeout=self._timeout)
         except Exception as exc:
             future.cancel()
-            why = str(exc) or type(exc).__name__
-            return Decision(
-                False, f"the Consul agent could not check intentions: {why}"[:300]
-            ), False
+            why = foreign(str(exc) or type(exc).__name__)
+            return Decision(False, f"the Consul agent could not check intentions: {why}"), False
         return Decision(allowed, reason), True
