@@ -35,6 +35,7 @@ class StaticSource:
     def __init__(self, leaf: Leaf, roots: list[str]) -> None:
         self._subs: list[Callable[[Bundle], None]] = []
         self.bundle = self._make(leaf, roots)
+        self.pending = None  # the bundle is there from the start
 
     @staticmethod
     def _make(leaf: Leaf, roots: list[str]) -> Bundle:

@@ -27,6 +27,7 @@ from meshlib.errors import (
     NoEndpointsAvailable,
     RateLimited,
 )
+from meshlib.identity import ConnectIdentity, connect_identity
 from meshlib.limit.limits import LimitPolicy
 from meshlib.middleware import MeshASGIMiddleware, MeshWSGIMiddleware
 from meshlib.outbound import outbound
@@ -45,6 +46,7 @@ __all__ = [
     "BudgetPolicy",
     "CallPolicy",
     "ConfigError",
+    "ConnectIdentity",
     "ConsulDiscovery",
     "ConsulOptions",
     "ConsulSettings",
@@ -69,6 +71,7 @@ __all__ = [
     "ServiceRegistration",
     "StaticDiscovery",
     "Target",
+    "connect_identity",
     "consul_lifespan",
     "default_classifier",
     "outbound",

@@ -109,11 +109,13 @@ class _MeshClientBase(_FastPaths):
         clock: Clock | None = None,
         rng: random.Random | None = None,
         transport: Any = None,
+        connect: bool | None = None,
         **kwargs: Any,
     ) -> None:
         http, through = _split(kwargs)
         self.mesh = self._mesh_cls(
             config=config,
+            connect=connect,
             discovery=discovery,
             classifier=classifier,
             clock=clock,

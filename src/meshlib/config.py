@@ -9,6 +9,7 @@ that may hold secrets are never echoed. Every variable is documented in docs/con
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import re
@@ -18,6 +19,7 @@ from typing import Any
 
 from meshlib.accrual.health import AccrualPolicy
 from meshlib.balance.balancer import BALANCERS
+from meshlib.connect.settings import ConnectSettings, connect_settings_from_env
 from meshlib.consul.discovery import ConsulOptions
 from meshlib.consul.env import (
     consul_options_from_env,
@@ -123,6 +125,8 @@ class MeshConfig:
     """How to reach Consul (``CONSUL_*``, Go client rules)."""
     consul_options: ConsulOptions = field(default_factory=ConsulOptions)
     """How Consul is read (``MESH_CONSUL_*``, ``MESH_DISCOVERY_*``)."""
+    connect: ConnectSettings = field(default_factory=ConnectSettings)
+    """Consul Connect mutual TLS and this service's identity (``MESH_CONNECT_*``)."""
     otel_traces_exporter: str = "console"
     """Exporter ``meshlib.telemetry.configure()`` installs (``OTEL_TRACES_EXPORTER``)."""
     otel_metrics_exporter: str = "console"
@@ -145,6 +149,11 @@ class MeshConfig:
             _positive("MESH_TIMEOUT", self.timeout)
         if self.per_try_timeout is not None:
             _positive("MESH_PER_TRY_TIMEOUT", self.per_try_timeout)
+        if self.connect.enabled and self.discovery != "consul":
+            raise ConfigError(
+                "MESH_CONNECT=true needs Consul discovery (MESH_DISCOVERY=consul or "
+                "CONSUL_HTTP_ADDR): Connect endpoints, certificates and intentions come from it"
+            )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> MeshConfig:
@@ -183,7 +192,7 @@ class MeshConfig:
         kw["budget"] = _build("MESH_RETRY_BUDGET_*", BudgetPolicy, _budget_kw(env))
         kw["accrual"] = _build("MESH_ACCRUAL_*", AccrualPolicy, _accrual_kw(env))
         kw["limits"] = _limits_from_env(env)
-        if kw["discovery"] == "consul" or env.get("MESH_SERVICE_NAME"):
+        if kw["discovery"] == "consul" or env.get("MESH_SERVICE_NAME") or "MESH_CONNECT" in env:
             kw["consul"] = consul_settings_from_env(env, parse_bool)
         if kw["discovery"] == "consul":
             kw["consul_options"] = consul_options_from_env(env, parse_bool, parse_duration)
@@ -193,8 +202,15 @@ class MeshConfig:
         ):
             if env.get(var):
                 kw[attr] = env[var].split(",")[0].strip().lower()
+        kw["connect"] = connect_settings_from_env(env, parse_bool, parse_duration)
         if env.get("MESH_SERVICE_NAME"):
-            kw["registration"] = registration_from_env(env, parse_duration)
+            reg = registration_from_env(env, parse_duration)
+            if "MESH_SERVICE_CONNECT_NATIVE" in env:
+                native = parse_bool(
+                    "MESH_SERVICE_CONNECT_NATIVE", env["MESH_SERVICE_CONNECT_NATIVE"]
+                )
+                reg = dataclasses.replace(reg, connect_native=native)
+            kw["registration"] = reg
         if env.get("MESH_ADMIN_ADDR", "").strip():
             kw["admin_addr"] = env["MESH_ADMIN_ADDR"].strip()
         if env.get("MESH_ADMIN_TOKEN", "").strip():

@@ -7,10 +7,19 @@ them, so the names live here, in L0, rather than in either layer.
 
 from __future__ import annotations
 
+import concurrent.futures
 import ssl
 from typing import Any, Protocol
 
-__all__ = ["ATTEMPT_HEADERS", "CONNECT", "DEADLINE", "POLICY", "PREFETCH", "ConnectPeer"]
+__all__ = [
+    "ATTEMPT_HEADERS",
+    "CONNECT",
+    "DEADLINE",
+    "POLICY",
+    "PREFETCH",
+    "ConnectPeer",
+    "ConnectPeers",
+]
 
 POLICY = "mesh"
 """Per-request options (a ``CallPolicy`` or a dict); on a response, which endpoint answered."""
@@ -35,11 +44,23 @@ class ConnectPeer(Protocol):
 
     key: str
     """Names the identity expected; connections are pooled per endpoint and identity."""
-    server_hostname: str
-    """The TLS server name to send (Envoy sidecars route on it)."""
+
+    @property
+    def server_hostname(self) -> str:
+        """The TLS server name to send (Envoy sidecars route on it); read after ``pending``."""
+
+    def pending(self) -> concurrent.futures.Future[Any] | None:
+        """While the first certificate is on its way, a future to wait on (bounded), else None."""
 
     def context(self) -> ssl.SSLContext:
         """The current client context: our leaf, the current roots, peer certificate required."""
 
     def check(self, peercert: dict[str, Any] | None) -> str | None:
         """None if the server's certificate names the expected identity, else why not."""
+
+
+class ConnectPeers(Protocol):
+    """Hands out the ``ConnectPeer`` for each upstream service (``connect.ConnectClient``)."""
+
+    def peer(self, service: str) -> ConnectPeer:
+        """The identity calls to ``service`` must reach (cheap; called once per call)."""

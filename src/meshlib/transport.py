@@ -11,6 +11,7 @@ HTTP/1.1 engine, or httpx's own transport), with httpx's ``verify``/``cert``/``t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import random
 from typing import Any
@@ -25,6 +26,8 @@ from meshlib.discovery.base import Discovery
 from meshlib.discovery.static import StaticDiscovery
 from meshlib.engine import AsyncEngine, SyncEngine
 from meshlib.engine.http11 import DEFAULT_LIMITS
+from meshlib.errors import ConfigError
+from meshlib.identity import ConnectIdentity, connect_identity
 from meshlib.pipeline import AsyncMeshPipeline, MeshPipeline
 
 __all__ = ["DEFAULT_LIMITS", "AsyncMeshTransport", "MeshTransport", "discovery_from_config"]
@@ -33,7 +36,10 @@ __all__ = ["DEFAULT_LIMITS", "AsyncMeshTransport", "MeshTransport", "discovery_f
 def discovery_from_config(config: MeshConfig, clock: Clock = SYSTEM_CLOCK) -> Discovery:
     """The discovery a configuration asks for."""
     if config.discovery == "consul":
-        return ConsulDiscovery(config.consul, config.consul_options, clock=clock)
+        options = config.consul_options
+        if config.connect.enabled:
+            options = dataclasses.replace(options, connect=True, connect_plain=config.connect.plain)
+        return ConsulDiscovery(config.consul, options, clock=clock)
     return StaticDiscovery(
         config.static_endpoints,
         file=config.static_file,
@@ -63,8 +69,11 @@ class _Configured:
         cert: Any = None,
         trust_env: bool = True,
         limits: httpx.Limits = DEFAULT_LIMITS,
+        connect: bool | None = None,
     ) -> None:
         config = config if config is not None else MeshConfig.from_env()
+        if connect is not None and connect != config.connect.enabled:
+            config = _with_connect(config, connect)
         owned = discovery is None
         if discovery is None:
             discovery = discovery_from_config(config, clock or SYSTEM_CLOCK)
@@ -81,6 +90,7 @@ class _Configured:
             inner = self._engine_cls(**http)
         else:
             inner = self._httpx_cls(**http)
+        self.identity = _identity(config, inner)
         super().__init__(  # type: ignore[call-arg]
             config.pipeline_settings(),
             discovery=discovery,
@@ -91,7 +101,36 @@ class _Configured:
             classifier=classifier,
             clock=clock,
             rng=rng,
+            connect=self.identity.client if self.identity is not None else None,
         )
+
+    def mesh_state(self) -> dict[str, Any]:
+        state: dict[str, Any] = super().mesh_state()  # type: ignore[misc]
+        if self.identity is not None:
+            state["connect"] = self.identity.state()
+        return state
+
+
+def _with_connect(config: MeshConfig, enabled: bool) -> MeshConfig:
+    """``config`` with Connect turned on or off for one client (``connect=``)."""
+    try:
+        connect = dataclasses.replace(config.connect, enabled=enabled)
+        return dataclasses.replace(config, connect=connect)
+    except ConfigError as exc:
+        raise ConfigError(f"connect={enabled}: {exc}") from None
+
+
+def _identity(config: MeshConfig, inner: Any) -> ConnectIdentity | None:
+    """The shared Connect identity when Connect is on, once the engine is known to do it."""
+    if not config.connect.enabled:
+        return None
+    if not getattr(inner, "mesh_native", False):
+        raise ConfigError(
+            "MESH_CONNECT=true needs meshlib's own engine (MESH_ENGINE=fast, no custom "
+            "transport=): it checks each server's SPIFFE identity per service called, which "
+            "httpx's transport cannot"
+        )
+    return connect_identity(config)
 
 
 class AsyncMeshTransport(_Configured, AsyncMeshPipeline):

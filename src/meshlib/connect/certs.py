@@ -84,8 +84,9 @@ class CertificateWatcher:
 
     # -- lifecycle ---------------------------------------------------------------------------
 
-    def start(self) -> Bundle:
-        """Start watching and wait for the first leaf and roots (at most ``first_timeout``)."""
+    def start(self, *, wait: bool = True) -> Bundle | None:
+        """Start watching; with ``wait``, wait for the first leaf and roots (at most
+        ``first_timeout``) and raise ``ConnectUnavailable`` saying why if they do not come."""
         with self._lock:
             if self._thread is None:
                 loop = self._loop = asyncio.new_event_loop()
@@ -94,6 +95,8 @@ class CertificateWatcher:
                 )
                 self._thread.start()
                 asyncio.run_coroutine_threadsafe(self._spawn(), loop)
+        if not wait:
+            return self._bundle
         try:
             return self._first.result(timeout=self._first_timeout)
         except concurrent.futures.TimeoutError:
@@ -125,9 +128,17 @@ class CertificateWatcher:
 
     @property
     def bundle(self) -> Bundle:
-        if self._bundle is None:
-            return self.start()
-        return self._bundle
+        """The newest good leaf and roots (waits for the first, see ``start``)."""
+        bundle = self._bundle
+        if bundle is None:
+            bundle = self.start()
+            assert bundle is not None
+        return bundle
+
+    @property
+    def pending(self) -> concurrent.futures.Future[Bundle] | None:
+        """Until the first bundle arrives, the future that carries it; then None."""
+        return None if self._bundle is not None else self._first
 
     @property
     def agent(self) -> ConnectAgent:

@@ -13,6 +13,8 @@ sidecar peers route it as they would route Envoy's own traffic.
 
 from __future__ import annotations
 
+import concurrent.futures
+import itertools
 import ssl
 import threading
 from typing import Any, Protocol
@@ -23,40 +25,67 @@ from meshlib.connect.tls import client_context, peer_uris
 
 __all__ = ["BundleSource", "ConnectClient", "Peer"]
 
+_tokens = itertools.count(1)
+
 
 class BundleSource(Protocol):
     @property
     def bundle(self) -> Bundle: ...
 
+    @property
+    def pending(self) -> concurrent.futures.Future[Bundle] | None: ...
+
     def subscribe(self, callback: Any) -> None: ...
 
 
 class Peer:
-    """The identity one upstream service must present (an ``extensions.ConnectPeer``)."""
+    """The identity one upstream service must present (an ``extensions.ConnectPeer``).
 
-    __slots__ = ("_client", "expected", "key", "server_hostname")
+    It is built before the first certificate has arrived (a call may start at once), so
+    everything that needs the bundle is read when a connection is opened, after ``pending``.
+    """
 
-    def __init__(self, client: ConnectClient, expected: SpiffeID, mine: SpiffeID) -> None:
+    __slots__ = ("_client", "key", "service")
+
+    def __init__(self, client: ConnectClient, service: str) -> None:
         self._client = client
-        self.expected = expected
-        self.key = f"{mine.uri} -> {expected.uri}"  # a connection carries both identities
-        td = expected.trust_domain
-        self.server_hostname = (
-            f"{expected.service}.{expected.namespace}.{expected.datacenter}.internal.{td}"
+        self.service = service
+        # Connections are pooled per endpoint, per identity called and per identity calling:
+        # a connection set up with one client's certificate never carries another's calls.
+        self.key = f"{client.token}:{service}"
+
+    @property
+    def expected(self) -> SpiffeID:
+        """The SPIFFE ID the server must present: ``service`` in our trust domain."""
+        mine = self._client.identity
+        return SpiffeID(
+            trust_domain=self._client.trust_domain,
+            datacenter=mine.datacenter,
+            service=self.service,
+            namespace=mine.namespace,
+            partition=mine.partition,
         )
+
+    @property
+    def server_hostname(self) -> str:
+        e = self.expected
+        return f"{e.service}.{e.namespace}.{e.datacenter}.internal.{e.trust_domain}"
+
+    def pending(self) -> concurrent.futures.Future[Any] | None:
+        return self._client.pending()
 
     def context(self) -> ssl.SSLContext:
         return self._client.context()
 
     def check(self, peercert: dict[str, Any] | None) -> str | None:
         uris = peer_uris(peercert)
+        expected = self.expected
         for uri in uris:
             sid = parse_spiffe_id(uri)
-            if sid is not None and sid.same_service(self.expected):
+            if sid is not None and sid.same_service(expected):
                 return None
         shown = ", ".join(uris) if uris else "no SPIFFE URI"
-        needs = self.expected.uri
-        return f"the server presented {shown}; calling {self.expected.service!r} needs {needs}"
+        return f"the server presented {shown}; calling {self.service!r} needs {expected.uri}"
 
 
 class ConnectClient:
@@ -67,13 +96,25 @@ class ConnectClient:
         self._lock = threading.Lock()
         self._context: ssl.SSLContext | None = None
         self._peers: dict[str, Peer] = {}
+        self.token = next(_tokens)
         source.subscribe(self._rotated)
 
     def _rotated(self, bundle: Bundle) -> None:
         fresh = _context_for(bundle)
         with self._lock:
             self._context = fresh
-            self._peers.clear()  # the trust domain may have changed with the roots
+
+    def pending(self) -> concurrent.futures.Future[Any] | None:
+        """The first certificate's future while it has not arrived (await it, bounded)."""
+        return self._source.pending
+
+    @property
+    def identity(self) -> SpiffeID:
+        return self._source.bundle.identity
+
+    @property
+    def trust_domain(self) -> str:
+        return self._source.bundle.trust_domain
 
     def context(self) -> ssl.SSLContext:
         ctx = self._context
@@ -85,19 +126,12 @@ class ConnectClient:
         return ctx
 
     def peer(self, service: str) -> Peer:
-        """The ``Peer`` for calls to ``service`` (cached until the next rotation)."""
+        """The ``Peer`` for calls to ``service`` (cheap: no certificate is needed yet)."""
         peer = self._peers.get(service)
         if peer is None:
-            bundle = self._source.bundle
-            mine = bundle.identity
-            expected = SpiffeID(
-                trust_domain=bundle.trust_domain,
-                datacenter=mine.datacenter,
-                service=service,
-                namespace=mine.namespace,
-                partition=mine.partition,
-            )
-            peer = self._peers[service] = Peer(self, expected, mine)
+            if len(self._peers) >= 4096:  # service names come from callers' URLs
+                self._peers.clear()
+            peer = self._peers[service] = Peer(self, service)
         return peer
 
 

@@ -1,7 +1,9 @@
 """Consul discovery: blocking-query watches per service, last known good kept through outages.
 
 Each mesh service gets a watch on ``/v1/health/service/<name>`` (``passing`` by default,
-``?stale`` by default) the first time it is used, run by py-consul on meshlib's httpx client in a
+``?stale`` by default; ``/v1/health/connect/<name>`` when Connect is on, which lists the
+Connect-native instances and the sidecar proxies in front of the others) the first time it is
+used, run by py-consul on meshlib's httpx client in a
 private event loop thread, so neither the caller's loop nor its threads ever block on Consul and
 sync and async clients share one set of watches. The rules are Consul's own:
 
@@ -34,9 +36,9 @@ import httpx
 
 from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.consul.http import async_consul
-from meshlib.consul.parse import ParsedEntries, foreign, parse_health_entries, valid_service_name
+from meshlib.consul.parse import ParsedEntries, foreign, parse_health_entries
 from meshlib.consul.settings import ConsulSettings
-from meshlib.consul.watches import ConsulOptions, WatchSlots, state_row
+from meshlib.consul.watches import ConsulOptions, WatchSlots, check_names, state_row
 from meshlib.consul.watches import Watch as _Watch
 from meshlib.discovery.base import Discovery, Resolution, Target
 from meshlib.errors import DiscoveryError
@@ -126,12 +128,7 @@ class ConsulDiscovery(Discovery):
     # -- watches -----------------------------------------------------------------------------
 
     def _ensure(self, target: Target) -> concurrent.futures.Future[Resolution]:
-        for part, what in ((target.service, "service"), (target.tag, "tag"), (target.dc, "dc")):
-            if part is not None and not valid_service_name(part):
-                raise DiscoveryError(
-                    f"{what} {part!r} is not a valid Consul name: use letters, digits and '-', "
-                    "starting with a letter or digit, at most 63 characters"
-                )
+        check_names(target)
         with self._lock:
             if self._closed:
                 raise DiscoveryError("this ConsulDiscovery is closed")
@@ -212,9 +209,9 @@ class ConsulDiscovery(Discovery):
                 }
                 if w.index and blocking:
                     params.update(index=w.index, wait=f"{int(opts.wait)}s")
-                index, data = await asyncio.wait_for(
-                    self._consul.health.service(target.service, **params), deadline
-                )
+                health = self._consul.health
+                listing = health.connect if opts.uses_connect(target.service) else health.service
+                index, data = await asyncio.wait_for(listing(target.service, **params), deadline)
                 parsed = parse_health_entries(
                     data,
                     include_warning=opts.include_warning,
@@ -319,7 +316,11 @@ class ConsulDiscovery(Discovery):
         w.last_good = now
         if old is None or old.stale or old.endpoints != endpoints:
             w.resolution = Resolution(
-                target=w.target, endpoints=endpoints, source=self.describe(), updated_at=now
+                target=w.target,
+                endpoints=endpoints,
+                source=self.describe(),
+                updated_at=now,
+                connect=self.options.uses_connect(w.target.service),
             )
         # Same endpoints: the snapshot (and its identity) is kept, so the router does nothing.
         w.errors = 0

@@ -34,6 +34,9 @@ class ServiceRegistration:
     http_url: str | None = None
     interval: float = 10.0
     deregister_after: float = 60.0
+    connect_native: bool = False
+    """Registered as Connect-native (``MESH_SERVICE_CONNECT_NATIVE``): it serves Connect mutual
+    TLS itself, so Connect clients and sidecars call it directly (``Connect.Native``)."""
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -80,4 +83,5 @@ class ServiceRegistration:
             "meta": dict(self.meta),
             "weights": {"Passing": self.weights[0], "Warning": self.weights[1]},
             "check": self.check_definition(),
+            **({"connect": {"Native": True}} if self.connect_native else {}),
         }

@@ -11,9 +11,11 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+from meshlib.consul.parse import valid_service_name
 from meshlib.discovery.base import Resolution, Target
+from meshlib.errors import DiscoveryError
 
-__all__ = ["ConsulOptions", "Watch", "WatchSlots", "state_row"]
+__all__ = ["ConsulOptions", "Watch", "WatchSlots", "check_names", "state_row"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -43,6 +45,14 @@ class ConsulOptions:
     """Most services watched with blocking queries at once (MESH_CONSUL_MAX_WATCHES); the
     others are polled with non-blocking queries every ``poll_interval``."""
     poll_interval: float = 10.0
+    connect: bool = False
+    """List Connect endpoints (``/v1/health/connect/<service>``: Connect-native instances and
+    sidecar proxies) instead of the services themselves (set from ``MESH_CONNECT``)."""
+    connect_plain: tuple[str, ...] = ()
+    """Services still listed the plain way while ``connect`` is on."""
+
+    def uses_connect(self, service: str) -> bool:
+        return self.connect and service not in self.connect_plain
 
     def __post_init__(self) -> None:
         if not 1.0 <= self.wait <= 600.0:
@@ -100,6 +110,7 @@ class Watch:
             source=old.source,
             updated_at=self.last_good,
             stale=True,
+            connect=old.connect,
         )
 
 
@@ -145,3 +156,13 @@ def state_row(w: Watch, now: float) -> dict[str, Any]:
         "invalid_entries_total": w.invalid_entries_total,
         "rejected_updates": w.rejected_updates,
     }
+
+
+def check_names(target: Target) -> None:
+    """Refuse a target whose parts are not Consul names before anything is asked of Consul."""
+    for part, what in ((target.service, "service"), (target.tag, "tag"), (target.dc, "dc")):
+        if part is not None and not valid_service_name(part):
+            raise DiscoveryError(
+                f"{what} {part!r} is not a valid Consul name: use letters, digits and '-', "
+                "starting with a letter or digit, at most 63 characters"
+            )

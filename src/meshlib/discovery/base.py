@@ -41,6 +41,9 @@ class Resolution:
     """Clock time of the answer these endpoints came from (staleness is measured from it)."""
     stale: bool = False
     """True while the source is failing and these are the last known good endpoints."""
+    connect: bool = False
+    """True when these are Consul Connect endpoints (``/v1/health/connect``): every attempt
+    goes over Connect mutual TLS to the service's identity."""
 
 
 class Discovery(abc.ABC):

@@ -120,17 +120,22 @@ class _Pool(PoolBase[Connection]):
         self.live.add(conn)
         try:
             peer = self.connect
-            if peer is not None:
-                ctx: ssl.SSLContext | None = peer.context()
-            else:
-                ctx = self.engine.ssl_context() if self.tls else None
+            name = self.server_hostname
             async with asyncio.timeout(limit):  # new connections only, not per request
+                if peer is not None:
+                    first = peer.pending()
+                    if first is not None:  # the first certificate: wait, off the loop
+                        await asyncio.wrap_future(first)
+                    ctx: ssl.SSLContext | None = peer.context()
+                    name = peer.server_hostname
+                else:
+                    ctx = self.engine.ssl_context() if self.tls else None
                 await self.loop.create_connection(
                     lambda: conn,
                     self.host,
                     self.port,
                     ssl=ctx,
-                    server_hostname=self.server_hostname if ctx is not None else None,
+                    server_hostname=name if ctx is not None else None,
                 )
             if peer is not None and conn.transport is not None:
                 ssl_object = conn.transport.get_extra_info("ssl_object")

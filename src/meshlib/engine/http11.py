@@ -202,10 +202,7 @@ class PoolBase(Generic[C]):
         self.host = host.decode("ascii")
         self.port = port or (443 if self.tls else 80)
         self.connect: ConnectPeer | None = request.extensions.get(CONNECT)
-        if self.connect is not None:
-            self.server_hostname = self.connect.server_hostname
-        else:
-            self.server_hostname = sni or self.host
+        self.server_hostname = sni or self.host  # a Connect peer names its own, per connection
         self.max_open = limits.max_connections
         self.max_idle = limits.max_keepalive_connections
         self.expiry = limits.keepalive_expiry

@@ -200,7 +200,8 @@ class _Pool(PoolBase[_Connection]):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             peer = self.connect
             if peer is not None:
-                tls = peer.context().wrap_socket(sock, server_hostname=self.server_hostname)
+                ctx = peer.context()  # the first certificate may still be on its way: waits
+                tls = ctx.wrap_socket(sock, server_hostname=peer.server_hostname)
                 sock = tls
                 reason = peer.check(tls.getpeercert())
                 if reason is not None:

@@ -22,7 +22,9 @@ from meshlib.accrual.health import EndpointHealth
 from meshlib.balance.balancer import Balancer, make_balancer
 from meshlib.classify import Classifier, default_classifier
 from meshlib.clock import SYSTEM_CLOCK, Clock
-from meshlib.discovery.base import Discovery, Target
+from meshlib.discovery.base import Discovery, Resolution, Target
+from meshlib.errors import ConfigError
+from meshlib.extensions import ConnectPeer, ConnectPeers
 from meshlib.otel.metrics import MeshMetrics
 from meshlib.otel.tracing import PassThroughSpan, SuppressedHTTP, Tracing
 from meshlib.pipeline.admission import Admission
@@ -62,8 +64,10 @@ class PipelineBase:
         classifier: Classifier | None = None,
         clock: Clock | None = None,
         rng: random.Random | None = None,
+        connect: ConnectPeers | None = None,
     ) -> None:
         self.settings = settings
+        self._connect = connect
         self._clock = clock or SYSTEM_CLOCK
         self._rng = rng or random.Random()
         self._owns_discovery = owns_discovery
@@ -122,6 +126,17 @@ class PipelineBase:
                 self._mock_inner = self._httpx_factory()
             return self._mock_inner, False, self.is_httpx(self._mock_inner)
         return self._inner, self._native, self._inner_httpx
+
+    def connect_peer(self, resolution: Resolution) -> ConnectPeer | None:
+        """Who the endpoints must prove to be, when they are Consul Connect endpoints."""
+        if not resolution.connect:
+            return None
+        if self._connect is None:
+            raise ConfigError(
+                f"discovery lists Connect endpoints for {str(resolution.target)!r} but this "
+                "client has no Connect identity: set MESH_CONNECT=true (and MESH_SERVICE_NAME)"
+            )
+        return self._connect.peer(resolution.target.service)
 
     @staticmethod
     def is_httpx(transport: Any) -> bool:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from meshlib.classify import Classifier
-from meshlib.extensions import ATTEMPT_HEADERS, POLICY
+from meshlib.extensions import ATTEMPT_HEADERS, CONNECT, POLICY
 from meshlib.pipeline.attempt import Attempt, endpoint_url
 from meshlib.pipeline.call import Call
 from meshlib.pipeline.observe import CallObservation
@@ -37,6 +37,7 @@ class Exchange:
         "_headers",
         "_https",
         "_native",
+        "_peer",
         "_tracked",
         "_url",
         "call",
@@ -59,6 +60,7 @@ class Exchange:
         self._classify: Classifier = pipeline.classify
         self._tracked = pipeline.tracked_stream
         self._ended = False
+        self._peer = pipeline.connect_peer(call.service.resolution)
         engine, native, over_httpx = pipeline.engine()
         self.engine: Any = engine
         self._native = native
@@ -79,7 +81,9 @@ class Exchange:
         attempt = self.call.start_attempt()
         if self.obs is not None:
             self.obs.attempt(attempt, request)
-        if self._https and "sni_hostname" not in extensions:
+        if self._peer is not None:
+            extensions[CONNECT] = self._peer
+        elif self._https and "sni_hostname" not in extensions:
             extensions["sni_hostname"] = self._url.host
         extra = attempt.headers
         if extra:

@@ -17,6 +17,7 @@ that a TTL of a few seconds still yields a valid certificate.
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -251,7 +252,10 @@ class ConnectCA:
         uri = self.spiffe_uri(service)
         serial = self._next_serial()
         start = dt.datetime.fromtimestamp(now - _BACKDATE, dt.UTC)
-        end = dt.datetime.fromtimestamp(now + ttl, dt.UTC)
+        # X.509 times are whole seconds: renew on the lifetime the certificate really has.
+        expires = float(math.floor(now + ttl))
+        ttl = max(expires - now, 0.0)
+        end = dt.datetime.fromtimestamp(expires, dt.UTC)
         issued = certs.issue_leaf(root.issued, serial, service, uri, start, end)
         with self._state.write() as tx:
             leaf = LeafRec(
