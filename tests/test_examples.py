@@ -6,6 +6,8 @@
 * failing_dependency: the walkthrough runs in-process and each scene's findings are checked,
   and so is its 20-second bound;
 * testing_your_service: its test file is run with pytest in a subprocess and must pass;
+* connect_intentions: runs in-process (FakeConsul's CA, uvicorn over Connect mTLS) and
+  its three calls are checked: allowed, denied by intention, plaintext refused;
 * docker-compose: not run (no Docker engine here); the compose file must parse, every file it
   and its Dockerfile reference must exist, and each service's environment must be a valid
   meshlib configuration for ``serve.py``.
@@ -290,3 +292,20 @@ def test_docker_compose_environments_are_valid_meshlib_configurations() -> None:
         for mapping in svc.get("ports", []):
             assert mapping.rpartition(":")[2] == str(reg.port)  # published port = served port
     assert ids == {"catalog-1", "catalog-2", "frontend-frontend-8080"}
+
+
+# -- connect_intentions -------------------------------------------------------------------------
+
+
+def test_connect_intentions_allows_denies_and_refuses(capsys: pytest.CaptureFixture[str]) -> None:
+    from examples.connect_intentions import run as connect_example
+
+    report = connect_example.main([])
+    out = capsys.readouterr().out
+    assert report.allowed == (200, "hello web")
+    assert report.denied[0] == 403
+    assert "svc/billing may not call 'api'" in report.denied[1]
+    assert "Action: DENY" in report.denied[1]
+    assert report.plaintext_refused
+    assert report.api_calls == 1
+    assert "web     -> api: 200 hello web" in out

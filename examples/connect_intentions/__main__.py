@@ -1,0 +1,5 @@
+"""``python -m examples.connect_intentions``."""
+
+from examples.connect_intentions.run import main
+
+main()
