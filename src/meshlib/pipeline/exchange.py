@@ -104,12 +104,17 @@ class Exchange:
         request.headers = self._headers
 
     def responded(self, attempt: Attempt, response: httpx.Response) -> float | None:
-        """An attempt got a response: the delay before a retry, or None to return it."""
-        if self.obs is not None:
-            self.obs.response(attempt, response)
+        """An attempt got a response: the delay before a retry, or None to return it.
+
+        A response whose body is read here next (``accept`` returns True) has no outcome yet:
+        its span stays open until the body is read (``end``) or fails mid-body (``failed``).
+        """
         delay = self.call.after_response(attempt, response, self._classify)
-        if delay is not None and self.obs is not None:
-            self.obs.retrying(delay, self.call.reason)
+        obs = self.obs
+        if obs is not None:
+            obs.response(attempt, response, done=delay is not None or not self.call.prefetch)
+            if delay is not None:
+                obs.retrying(delay, self.call.reason)
         return delay
 
     def failed(self, attempt: Attempt, exc: Exception) -> float:
