@@ -33,7 +33,8 @@ async def test_meta_only_change_reaches_mesh_state_within_the_watch(
             "users", service_id="u0", address="127.0.0.1", port=up.port, meta={"version": "1"}
         )
         settings = ConsulSettings(host="127.0.0.1", port=fake_consul.port)
-        async with AsyncMeshClient(discovery=ConsulDiscovery(settings)) as client:
+        discovery = ConsulDiscovery(settings)
+        async with AsyncMeshClient(discovery=discovery) as client:
             assert (await client.get("http://users/")).status_code == 200
             assert _meta(client.mesh_state(), "users") == [{"version": "1"}]
             fake_consul.register_service(
@@ -45,3 +46,4 @@ async def test_meta_only_change_reaches_mesh_state_within_the_watch(
                 assert time.monotonic() < end, client.mesh_state()["services"]["users"]
                 await asyncio.sleep(0.02)
             assert (await client.get("http://users/")).status_code == 200
+        discovery.close()

@@ -167,12 +167,16 @@ class PipelineBase:
         return found if self._mock_inner is None else [*found, self._mock_inner]
 
     def _gauges(self) -> list[tuple[str, int, int, float]]:
-        """(service, healthy, ejected, staleness) per service, for the observable gauges."""
+        """(service, healthy, ejected, staleness) per service, for the observable gauges.
+
+        Staleness comes from the discovery itself: the router refreshes its copy only on a
+        request, and during an outage there may be none."""
         out = []
         now = self._clock.now()
+        discovery = self.router.discovery
         for svc in self.router.services():
             ejected = sum(1 for st in svc.eps.states if not st.available(now))
-            res = svc.resolution
+            res = discovery.current(svc.target) or svc.resolution
             stale = max(0.0, now - res.updated_at) if res.stale else 0.0
             out.append((svc.target.service, len(svc.eps) - ejected, ejected, stale))
         return out
