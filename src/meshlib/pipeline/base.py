@@ -24,8 +24,9 @@ from meshlib.classify import Classifier, default_classifier
 from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.discovery.base import Discovery, Target
 from meshlib.otel.metrics import MeshMetrics
-from meshlib.otel.tracing import PassThroughSpan, SuppressedHTTP, Tracing
+from meshlib.otel.tracing import PassThroughSpan, Tracing
 from meshlib.pipeline.admission import Admission
+from meshlib.pipeline.bound import HttpxAttempt, bound_pool
 from meshlib.pipeline.call import Call, CallSettings
 from meshlib.pipeline.mocking import mocking_active
 from meshlib.pipeline.observe import Observer
@@ -104,6 +105,8 @@ class PipelineBase:
         self._httpx_factory = httpx_factory if self._native else None
         self._mock_inner: Any = None
         self._inner_httpx = self.is_httpx(inner)
+        if self._inner_httpx:
+            bound_pool(inner)
         self._tracing = Tracing()
         self._metrics = MeshMetrics(self._gauges)
         self.observer = Observer(self._tracing, self._metrics)
@@ -120,6 +123,7 @@ class PipelineBase:
         if self._httpx_factory is not None and mocking_active(self._sync):
             if self._mock_inner is None:
                 self._mock_inner = self._httpx_factory()
+                bound_pool(self._mock_inner)
             return self._mock_inner, False, self.is_httpx(self._mock_inner)
         return self._inner, self._native, self._inner_httpx
 
@@ -128,10 +132,11 @@ class PipelineBase:
         return isinstance(transport, httpx.AsyncHTTPTransport | httpx.HTTPTransport)
 
     @staticmethod
-    def suppression() -> contextlib.AbstractContextManager[None]:
+    def suppression(request: httpx.Request) -> contextlib.AbstractContextManager[None]:
         """Around an attempt over httpx's own transport: keep httpx auto-instrumentation from
-        adding a second CLIENT span (meshlib's engine is never instrumented)."""
-        return SuppressedHTTP()
+        adding a second CLIENT span (meshlib's engine is never instrumented), and hold the
+        attempt to its hard bound (``bound``; meshlib's engine does that itself)."""
+        return HttpxAttempt(request)
 
     def call(self, request: httpx.Request, service: ServiceState) -> Call:
         target = service.target

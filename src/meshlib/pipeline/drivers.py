@@ -52,7 +52,11 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
                     delay = ex.responded(attempt, response)
                     if delay is None:
                         if ex.accept(attempt, response):
-                            await response.aread()
+                            if ex.suppress is None:
+                                await response.aread()
+                            else:
+                                with ex.suppress:
+                                    await response.aread()
                         return response
                     await response.aclose()
                     attempt.finish()
@@ -125,7 +129,11 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
                     delay = ex.responded(attempt, response)
                     if delay is None:
                         if ex.accept(attempt, response):
-                            response.read()
+                            if ex.suppress is None:
+                                response.read()
+                            else:
+                                with ex.suppress:
+                                    response.read()
                         return response
                     response.close()
                     attempt.finish()

@@ -64,7 +64,7 @@ class Exchange:
         self._native = native
         # Around each send over httpx's own transport; None (nothing to enter) over meshlib's.
         self.suppress: contextlib.AbstractContextManager[Any] | None = (
-            pipeline.suppression() if over_httpx else None
+            pipeline.suppression(request) if over_httpx else None
         )
 
     def begin(self) -> Attempt:
