@@ -116,16 +116,17 @@ class PipelineBase:
 
     # -- what the drivers and the exchange ask for ------------------------------------------
 
-    def engine(self) -> tuple[Any, bool, bool]:
-        """The inner transport for this call, whether it writes attempt headers itself, and
-        whether it is httpx's own (whose instrumentation must be suppressed): httpx's own
-        while a mocking library is active, so the mocks see every attempt."""
+    def engine(self) -> tuple[Any, bool, bool, bool]:
+        """The inner transport for this call, whether it writes attempt headers itself,
+        whether it is httpx's own (whose instrumentation must be suppressed), and whether a
+        mocking library is behind it: httpx's own while one is active, so the mocks see every
+        attempt."""
         if self._httpx_factory is not None and mocking_active(self._sync):
             if self._mock_inner is None:
                 self._mock_inner = self._httpx_factory()
                 bound_pool(self._mock_inner)
-            return self._mock_inner, False, self.is_httpx(self._mock_inner)
-        return self._inner, self._native, self._inner_httpx
+            return self._mock_inner, False, self.is_httpx(self._mock_inner), True
+        return self._inner, self._native, self._inner_httpx, False
 
     @staticmethod
     def is_httpx(transport: Any) -> bool:

@@ -45,10 +45,10 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
                 attempt = ex.begin()
                 try:
                     if ex.suppress is None:
-                        response = await ex.engine.handle_async_request(request)
+                        response = await ex.engine.handle_async_request(ex.sent)
                     else:
                         with ex.suppress:
-                            response = await ex.engine.handle_async_request(request)
+                            response = await ex.engine.handle_async_request(ex.sent)
                     delay = ex.responded(attempt, response)
                     if delay is None:
                         if ex.accept(attempt, response):
@@ -122,10 +122,10 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
                 attempt = ex.begin()
                 try:
                     if ex.suppress is None:
-                        response = ex.engine.handle_request(request)
+                        response = ex.engine.handle_request(ex.sent)
                     else:
                         with ex.suppress:
-                            response = ex.engine.handle_request(request)
+                            response = ex.engine.handle_request(ex.sent)
                     delay = ex.responded(attempt, response)
                     if delay is None:
                         if ex.accept(attempt, response):
