@@ -237,13 +237,17 @@ def test_resolve_asks_consul_prints_instances_and_closes(
         "users", service_id="u1", address="127.0.0.1", port=8002, tags=["v2"]
     )
     monkeypatch.setenv("MESH_DISCOVERY", "consul")
+    # Watch threads another test left behind are not this command's.
+    before = {t for t in threading.enumerate() if t.name == "meshlib-consul-watch"}
     assert main(["resolve", "users"]) == 0
     out = capsys.readouterr().out
     assert "2 endpoint(s)" in out
     assert "127.0.0.1:8001" in out
     assert "127.0.0.1:8002" in out
     assert "tags=v2" in out
-    assert not [t for t in threading.enumerate() if t.name == "meshlib-consul-watch"]
+    assert not [
+        t for t in threading.enumerate() if t.name == "meshlib-consul-watch" and t not in before
+    ]
     # A service with no passing instance is an error (exit 1), said on one line.
     assert main(["resolve", "orders"]) == 1
     err = capsys.readouterr().err

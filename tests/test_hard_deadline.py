@@ -70,7 +70,7 @@ def test_sync_engine_bounds_a_dripping_head_by_the_deadline(dripping_sync: str) 
     engine.close()
 
 
-@pytest.mark.parametrize("engine", ["fast"])
+@pytest.mark.parametrize("engine", ["fast", "httpx"])
 async def test_async_client_deadline_is_hard(dripping: str, engine: str) -> None:
     config = meshlib.MeshConfig(timeout=DEADLINE_S, engine=engine)
     discovery = meshlib.StaticDiscovery({"users": [dripping]})
@@ -81,7 +81,7 @@ async def test_async_client_deadline_is_hard(dripping: str, engine: str) -> None
         assert time.monotonic() - start < DEADLINE_S + SLACK_S
 
 
-@pytest.mark.parametrize("engine", ["fast"])
+@pytest.mark.parametrize("engine", ["fast", "httpx"])
 def test_sync_client_deadline_is_hard(dripping_sync: str, engine: str) -> None:
     config = meshlib.MeshConfig(timeout=DEADLINE_S, engine=engine)
     discovery = meshlib.StaticDiscovery({"users": [dripping_sync]})

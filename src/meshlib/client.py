@@ -21,6 +21,7 @@ from meshlib.classify import Classifier
 from meshlib.clock import Clock
 from meshlib.config import MeshConfig
 from meshlib.discovery.base import Discovery
+from meshlib.errors import ConfigError
 from meshlib.extensions import PREFETCH
 from meshlib.transport import AsyncMeshTransport, MeshTransport
 
@@ -86,7 +87,7 @@ def _split(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """The httpx keywords the mesh's own transports also need, and those for the pass-through."""
     http = {k: kwargs[k] for k in _HTTP_KEYS if k in kwargs}
     through = dict(http)
-    for k in ("http1", "http2"):
+    for k in ("http1", "http2"):  # http2=True is refused before this
         if k in kwargs:
             through[k] = kwargs[k]
     return http, through
@@ -112,6 +113,13 @@ class _MeshClientBase(_FastPaths):
         connect: bool | None = None,
         **kwargs: Any,
     ) -> None:
+        if kwargs.get("http2"):
+            raise ConfigError(
+                "http2=True: meshlib reaches mesh services over HTTP/1.1 (its own engine, or "
+                "httpx's transport under MESH_ENGINE=httpx) and does not offer HTTP/2 to mesh "
+                "endpoints, so the option would be ignored for them. Remove http2=True; for "
+                "HTTP/2 to hosts outside the mesh, use a plain httpx client for those hosts."
+            )
         http, through = _split(kwargs)
         self.mesh = self._mesh_cls(
             config=config,

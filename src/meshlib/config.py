@@ -39,6 +39,7 @@ from meshlib.retry.policy import RetryPolicy, exponential_wait
 __all__ = ["ENGINES", "MeshConfig", "parse_duration"]
 
 ENGINES = ("fast", "httpx")
+MOCK_URLS = ("logical", "endpoint")
 _DISCOVERIES = ("static", "consul")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
@@ -108,6 +109,8 @@ class MeshConfig:
     """The DNS domain of Consul-form names (``MESH_CONSUL_DOMAIN``)."""
     engine: str = "fast"
     """Inner HTTP engine for mesh endpoints: ``fast`` or ``httpx`` (``MESH_ENGINE``)."""
+    mock_url: str = "logical"
+    """What respx / pytest-httpx see: ``logical`` or ``endpoint`` URLs (``MESH_MOCK_URL``)."""
     timeout: float | None = None
     """Total deadline per call, above all retries (``MESH_TIMEOUT``); None = none."""
     per_try_timeout: float | None = None
@@ -142,6 +145,7 @@ class MeshConfig:
         _one_of("MESH_DISCOVERY", self.discovery, _DISCOVERIES)
         _one_of("MESH_BALANCER", self.balancer, BALANCERS)
         _one_of("MESH_ENGINE", self.engine, ENGINES)
+        _one_of("MESH_MOCK_URL", self.mock_url, MOCK_URLS)
         _positive("MESH_STATIC_POLL_INTERVAL", self.static_poll_interval)
         _positive("MESH_EWMA_DECAY", self.ewma_decay)
         _positive("MESH_EWMA_DEFAULT_RTT", self.ewma_default_rtt)
@@ -232,7 +236,7 @@ _DURATIONS = {
     "MESH_EWMA_DECAY": "ewma_decay",
     "MESH_EWMA_DEFAULT_RTT": "ewma_default_rtt",
 }
-_CHOICES = {"MESH_BALANCER": "balancer", "MESH_ENGINE": "engine"}
+_CHOICES = {"MESH_BALANCER": "balancer", "MESH_ENGINE": "engine", "MESH_MOCK_URL": "mock_url"}
 _OPTIONAL_DURATIONS = {"MESH_TIMEOUT": "timeout", "MESH_PER_TRY_TIMEOUT": "per_try_timeout"}
 _BOOLS = {
     "MESH_IDEMPOTENCY_KEY": "idempotency_key",

@@ -104,7 +104,9 @@ class Endpoint:
     port: int
     weight: float = 1.0
     tags: tuple[str, ...] = ()
-    meta: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
+    meta: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """Compared (a meta-only change is a changed endpoint, which subset routing depends on)
+    but not hashed (a dict is not hashable; equal endpoints still hash alike)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "host", validate_host(self.host))

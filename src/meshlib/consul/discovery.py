@@ -36,6 +36,7 @@ import httpx
 
 from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.consul.http import async_consul
+from meshlib.consul.loop import WatchLoop
 from meshlib.consul.parse import ParsedEntries, foreign, parse_health_entries
 from meshlib.consul.settings import ConsulSettings
 from meshlib.consul.watches import ConsulOptions, WatchSlots, check_names, state_row
@@ -65,8 +66,7 @@ class ConsulDiscovery(Discovery):
         self._rng = rng or random.Random()
         self._watches: dict[Target, _Watch] = {}
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._runner = WatchLoop()
         self._consul: Any = None
         self._closed = False
         self._slots = WatchSlots(self.options.max_watches)
@@ -82,6 +82,10 @@ class ConsulDiscovery(Discovery):
         if res is not None and res.stale:
             self._check_staleness(res)
         return res
+
+    def current(self, target: Target) -> Resolution | None:
+        w = self._watches.get(target)
+        return None if w is None else w.resolution
 
     def _check_staleness(self, res: Resolution) -> None:
         bound = self.options.max_staleness
@@ -137,26 +141,8 @@ class ConsulDiscovery(Discovery):
                 return w.first
             w = _Watch(target=target, last_used=self._clock.now())
             self._watches[target] = w
-            loop = self._start_loop()
-        loop.call_soon_threadsafe(self._spawn, w)
+            self._runner.call(self._spawn, w)
         return w.first
-
-    def _start_loop(self) -> asyncio.AbstractEventLoop:
-        if self._loop is not None:
-            return self._loop
-        loop = asyncio.new_event_loop()
-        ready = threading.Event()
-
-        def run() -> None:
-            asyncio.set_event_loop(loop)
-            loop.call_soon(ready.set)
-            loop.run_forever()
-
-        self._thread = threading.Thread(target=run, name="meshlib-consul-watch", daemon=True)
-        self._thread.start()
-        ready.wait()
-        self._loop = loop
-        return loop
 
     def _spawn(self, w: _Watch) -> None:
         if self._consul is None:
@@ -379,8 +365,7 @@ class ConsulDiscovery(Discovery):
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            loop, thread = self._loop, self._thread
-            self._loop = None
+            loop, thread = self._runner.take()
         if loop is None:
             return
 

@@ -53,6 +53,12 @@ class Discovery(abc.ABC):
     def lookup(self, target: Target) -> Resolution | None:
         """The current snapshot, or None if the service is unknown or not fetched yet. No I/O."""
 
+    def current(self, target: Target) -> Resolution | None:
+        """The snapshot as the discovery holds it now, for gauges: no I/O, and unlike
+        ``lookup`` it neither counts as a use (a metrics scrape keeps no watch alive) nor
+        enforces a staleness bound. Defaults to ``lookup``."""
+        return self.lookup(target)
+
     async def resolve(self, target: Target) -> Resolution | None:
         """Like ``lookup`` but may wait for a first answer; None means the service is unknown."""
         return self.lookup(target)

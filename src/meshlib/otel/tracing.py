@@ -221,14 +221,21 @@ class Tracing:
         propagate.inject(headers, context=trace.set_span_in_context(span))
 
     @staticmethod
+    def attempt_head(span: Span, response: httpx.Response) -> None:
+        """The response head arrived: its status, on a span that may still fail mid-body."""
+        span.set_attribute("http.response.status_code", response.status_code)
+        if response.status_code >= 400:
+            span.set_attribute("error.type", str(response.status_code))
+            span.set_status(Status(StatusCode.ERROR))
+
+    @staticmethod
     def end_attempt(
         span: Span, response: httpx.Response | None, error: BaseException | None
     ) -> None:
+        """End the attempt's span with its outcome: the response, or the error that ended it
+        (after the head, when the body failed)."""
         if response is not None:
-            span.set_attribute("http.response.status_code", response.status_code)
-            if response.status_code >= 400:
-                span.set_attribute("error.type", str(response.status_code))
-                span.set_status(Status(StatusCode.ERROR))
+            Tracing.attempt_head(span, response)
         elif error is not None:
             span.set_attribute("error.type", error_type(error))
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))

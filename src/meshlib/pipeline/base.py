@@ -26,8 +26,9 @@ from meshlib.discovery.base import Discovery, Resolution, Target
 from meshlib.errors import ConfigError
 from meshlib.extensions import ConnectPeer, ConnectPeers
 from meshlib.otel.metrics import MeshMetrics
-from meshlib.otel.tracing import PassThroughSpan, SuppressedHTTP, Tracing
+from meshlib.otel.tracing import PassThroughSpan, Tracing
 from meshlib.pipeline.admission import Admission
+from meshlib.pipeline.bound import HttpxAttempt, bound_pool
 from meshlib.pipeline.call import Call, CallSettings
 from meshlib.pipeline.mocking import mocking_active
 from meshlib.pipeline.observe import Observer
@@ -108,6 +109,8 @@ class PipelineBase:
         self._httpx_factory = httpx_factory if self._native else None
         self._mock_inner: Any = None
         self._inner_httpx = self.is_httpx(inner)
+        if self._inner_httpx:
+            bound_pool(inner)
         self._tracing = Tracing()
         self._metrics = MeshMetrics(self._gauges)
         self.observer = Observer(self._tracing, self._metrics)
@@ -117,15 +120,17 @@ class PipelineBase:
 
     # -- what the drivers and the exchange ask for ------------------------------------------
 
-    def engine(self) -> tuple[Any, bool, bool]:
-        """The inner transport for this call, whether it writes attempt headers itself, and
-        whether it is httpx's own (whose instrumentation must be suppressed): httpx's own
-        while a mocking library is active, so the mocks see every attempt."""
+    def engine(self) -> tuple[Any, bool, bool, bool]:
+        """The inner transport for this call, whether it writes attempt headers itself,
+        whether it is httpx's own (whose instrumentation must be suppressed), and whether a
+        mocking library is behind it: httpx's own while one is active, so the mocks see every
+        attempt."""
         if self._httpx_factory is not None and mocking_active(self._sync):
             if self._mock_inner is None:
                 self._mock_inner = self._httpx_factory()
-            return self._mock_inner, False, self.is_httpx(self._mock_inner)
-        return self._inner, self._native, self._inner_httpx
+                bound_pool(self._mock_inner)
+            return self._mock_inner, False, self.is_httpx(self._mock_inner), True
+        return self._inner, self._native, self._inner_httpx, False
 
     def connect_peer(self, resolution: Resolution) -> ConnectPeer | None:
         """Who the endpoints must prove to be, when they are Consul Connect endpoints."""
@@ -143,10 +148,11 @@ class PipelineBase:
         return isinstance(transport, httpx.AsyncHTTPTransport | httpx.HTTPTransport)
 
     @staticmethod
-    def suppression() -> contextlib.AbstractContextManager[None]:
+    def suppression(request: httpx.Request) -> contextlib.AbstractContextManager[None]:
         """Around an attempt over httpx's own transport: keep httpx auto-instrumentation from
-        adding a second CLIENT span (meshlib's engine is never instrumented)."""
-        return SuppressedHTTP()
+        adding a second CLIENT span (meshlib's engine is never instrumented), and hold the
+        attempt to its hard bound (``bound``; meshlib's engine does that itself)."""
+        return HttpxAttempt(request)
 
     def call(self, request: httpx.Request, service: ServiceState) -> Call:
         target = service.target
@@ -182,12 +188,16 @@ class PipelineBase:
         return found if self._mock_inner is None else [*found, self._mock_inner]
 
     def _gauges(self) -> list[tuple[str, int, int, float]]:
-        """(service, healthy, ejected, staleness) per service, for the observable gauges."""
+        """(service, healthy, ejected, staleness) per service, for the observable gauges.
+
+        Staleness comes from the discovery itself: the router refreshes its copy only on a
+        request, and during an outage there may be none."""
         out = []
         now = self._clock.now()
+        discovery = self.router.discovery
         for svc in self.router.services():
             ejected = sum(1 for st in svc.eps.states if not st.available(now))
-            res = svc.resolution
+            res = discovery.current(svc.target) or svc.resolution
             stale = max(0.0, now - res.updated_at) if res.stale else 0.0
             out.append((svc.target.service, len(svc.eps) - ejected, ejected, stale))
         return out

@@ -45,14 +45,18 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
                 attempt = ex.begin()
                 try:
                     if ex.suppress is None:
-                        response = await ex.engine.handle_async_request(request)
+                        response = await ex.engine.handle_async_request(ex.sent)
                     else:
                         with ex.suppress:
-                            response = await ex.engine.handle_async_request(request)
+                            response = await ex.engine.handle_async_request(ex.sent)
                     delay = ex.responded(attempt, response)
                     if delay is None:
                         if ex.accept(attempt, response):
-                            await response.aread()
+                            if ex.suppress is None:
+                                await response.aread()
+                            else:
+                                with ex.suppress:
+                                    await response.aread()
                         return response
                     await response.aclose()
                     attempt.finish()
@@ -118,14 +122,18 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
                 attempt = ex.begin()
                 try:
                     if ex.suppress is None:
-                        response = ex.engine.handle_request(request)
+                        response = ex.engine.handle_request(ex.sent)
                     else:
                         with ex.suppress:
-                            response = ex.engine.handle_request(request)
+                            response = ex.engine.handle_request(ex.sent)
                     delay = ex.responded(attempt, response)
                     if delay is None:
                         if ex.accept(attempt, response):
-                            response.read()
+                            if ex.suppress is None:
+                                response.read()
+                            else:
+                                with ex.suppress:
+                                    response.read()
                         return response
                     response.close()
                     attempt.finish()

@@ -19,6 +19,7 @@ from meshlib.classify import Classifier
 from meshlib.extensions import ATTEMPT_HEADERS, CONNECT, POLICY
 from meshlib.pipeline.attempt import Attempt, endpoint_url
 from meshlib.pipeline.call import Call
+from meshlib.pipeline.mocking import is_mock_miss
 from meshlib.pipeline.observe import CallObservation
 
 if TYPE_CHECKING:
@@ -36,6 +37,7 @@ class Exchange:
         "_extensions",
         "_headers",
         "_https",
+        "_mocked",
         "_native",
         "_peer",
         "_tracked",
@@ -45,11 +47,15 @@ class Exchange:
         "obs",
         "release",
         "request",
+        "sent",
         "suppress",
     )
 
     def __init__(self, pipeline: PipelineBase, request: httpx.Request, call: Call) -> None:
         self.request = request
+        self.sent = request
+        """What the inner transport is given for this attempt (a copy of the caller's request
+        while a mocking library is active, so what the mocks record stays as they matched it)."""
         self.call = call
         self.obs: CallObservation | None = pipeline.observer.begin(call, request.url)
         self.release: Callable[[], None] | None = None
@@ -61,12 +67,14 @@ class Exchange:
         self._tracked = pipeline.tracked_stream
         self._ended = False
         self._peer = pipeline.connect_peer(call.service.resolution)
-        engine, native, over_httpx = pipeline.engine()
+        engine, native, over_httpx, mocked = pipeline.engine()
         self.engine: Any = engine
         self._native = native
+        # None: no mocking library; else True when the mocks see the logical URL.
+        self._mocked: bool | None = (pipeline.settings.mock_url == "logical") if mocked else None
         # Around each send over httpx's own transport; None (nothing to enter) over meshlib's.
         self.suppress: contextlib.AbstractContextManager[Any] | None = (
-            pipeline.suppression() if over_httpx else None
+            pipeline.suppression(request) if over_httpx else None
         )
 
     def begin(self) -> Attempt:
@@ -86,6 +94,9 @@ class Exchange:
         elif self._https and "sni_hostname" not in extensions:
             extensions["sni_hostname"] = self._url.host
         extra = attempt.headers
+        if self._mocked is not None:
+            self.sent = self._mock_request(attempt, extensions)
+            return attempt
         if extra:
             if self._native:
                 extensions[ATTEMPT_HEADERS] = extra
@@ -98,6 +109,22 @@ class Exchange:
         request.url = endpoint_url(self._url, ep.host, ep.port)
         return attempt
 
+    def _mock_request(self, attempt: Attempt, extensions: dict[str, Any]) -> httpx.Request:
+        """A request of its own for a mocking library: the logical URL (what the code under
+        test calls, as the libraries' docs mock it) or, with ``MESH_MOCK_URL=endpoint``, the
+        endpoint's, with the attempt's headers and the caller's body."""
+        headers = self._headers.copy()
+        for name, value in attempt.headers:
+            headers[name] = value
+        url = self._url
+        if not self._mocked:
+            ep = attempt.state.endpoint
+            url = endpoint_url(url, ep.host, ep.port)
+        request = self.request
+        return httpx.Request(
+            request.method, url, headers=headers, stream=request.stream, extensions=extensions
+        )
+
     def restore(self) -> None:
         """Undo the attempt's changes, so nothing mesh-specific follows a redirect out of the
         mesh (httpx builds the next hop from this request, extensions and all) and the caller
@@ -108,18 +135,26 @@ class Exchange:
         request.headers = self._headers
 
     def responded(self, attempt: Attempt, response: httpx.Response) -> float | None:
-        """An attempt got a response: the delay before a retry, or None to return it."""
-        if self.obs is not None:
-            self.obs.response(attempt, response)
+        """An attempt got a response: the delay before a retry, or None to return it.
+
+        A response whose body is read here next (``accept`` returns True) has no outcome yet:
+        its span stays open until the body is read (``end``) or fails mid-body (``failed``).
+        """
         delay = self.call.after_response(attempt, response, self._classify)
-        if delay is not None and self.obs is not None:
-            self.obs.retrying(delay, self.call.reason)
+        obs = self.obs
+        if obs is not None:
+            obs.response(attempt, response, done=delay is not None or not self.call.prefetch)
+            if delay is not None:
+                obs.retrying(delay, self.call.reason)
         return delay
 
     def failed(self, attempt: Attempt, exc: Exception) -> float:
         """An attempt raised: the delay before the next one; raises when the call gives up."""
         if self.obs is not None:
             self.obs.error(attempt, exc)
+        if self._mocked is not None and is_mock_miss(exc):
+            attempt.cancel()  # the test has no mock for it: not the endpoint's failure
+            raise exc
         delay = self.call.after_error(attempt, exc, self._classify)
         if delay is None:
             err = self.call.give_up(exc)

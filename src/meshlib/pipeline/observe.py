@@ -167,13 +167,19 @@ class CallObservation:
         attrs = shape.metric_attributes(m, shape.flight_key[2], attempt.status, attempt.error)
         m.attempt_duration.record(rtt, attrs)
 
-    def response(self, attempt: Attempt, response: httpx.Response) -> None:
+    def response(self, attempt: Attempt, response: httpx.Response, done: bool = True) -> None:
+        """The attempt's head arrived. ``done=False``: its body is read next, inside the retry
+        loop, so the span stays open until ``finish`` (read) or ``error`` (failed mid-body)."""
         status = attempt.status = response.status_code
         if status >= 400:
             attempt.error = str(status)
-        if self._attempt_span is not None:
-            self._tracing.end_attempt(self._attempt_span, response, None)
-            self._attempt_span = None
+        span = self._attempt_span
+        if span is not None:
+            if done:
+                self._tracing.end_attempt(span, response, None)
+                self._attempt_span = None
+            else:
+                self._tracing.attempt_head(span, response)
 
     def error(self, attempt: Attempt, exc: BaseException) -> None:
         attempt.error = error_type(exc)

@@ -36,3 +36,4 @@ class PipelineSettings:
     idempotency_key: bool = False
     propagate_deadline: bool = True
     limits: Mapping[str, LimitPolicy] = field(default_factory=dict)
+    mock_url: str = "logical"

@@ -111,7 +111,7 @@ class Router:
         for endpoint in res.endpoints:
             st = old.get(endpoint.address)
             if st is None or st.endpoint != endpoint:
-                # A changed weight or tag set makes a new state but keeps what was learned.
+                # A changed weight, tag set or meta makes a new state but keeps what was learned.
                 metric = st.metric if st is not None else self.balancer.new_metric(now)
                 health = st.health if st is not None else EndpointHealth(group, endpoint.address)
                 stats = st.stats if st is not None else EndpointStats(now)

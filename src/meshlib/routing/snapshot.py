@@ -26,6 +26,8 @@ def _endpoint(st: Any, now: float) -> dict[str, Any]:
     out: dict[str, Any] = {
         "address": st.address,
         "weight": st.endpoint.weight,
+        "tags": list(st.endpoint.tags),
+        "meta": dict(st.endpoint.meta),
         "in_flight": metric.pending,
         "load": round(min(metric.load(now), 1e12), 6),
         "failure_score": round(metric.failure_rate(now), 4),

@@ -1,0 +1,53 @@
+"""The private event loop thread the Consul watches run on.
+
+Why a module of its own: the watches live on a loop of meshlib's, never the caller's (so no
+caller's loop or thread ever blocks on Consul, and sync and async clients share the watches),
+and that loop's life (started on first use, stopped on close) is one concern apart from what
+the watches ask Consul.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["WatchLoop"]
+
+
+class WatchLoop:
+    """One event loop on one daemon thread, started on first use."""
+
+    def __init__(self) -> None:
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop (started if need be); the caller holds the lock that
+        serialises starts."""
+        loop = self.loop
+        if loop is None:
+            loop = self._start()
+        loop.call_soon_threadsafe(fn, *args)
+
+    def take(self) -> tuple[asyncio.AbstractEventLoop | None, threading.Thread | None]:
+        """Hand the loop and its thread to the closer; the next ``call`` starts a new one."""
+        found = self.loop, self.thread
+        self.loop = self.thread = None
+        return found
+
+    def _start(self) -> asyncio.AbstractEventLoop:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        thread = threading.Thread(target=run, name="meshlib-consul-watch", daemon=True)
+        thread.start()
+        ready.wait()
+        self.loop, self.thread = loop, thread
+        return loop
