@@ -27,6 +27,7 @@ from meshlib.errors import (
     NoEndpointsAvailable,
     RateLimited,
 )
+from meshlib.limit.admission import AdmissionPolicy
 from meshlib.limit.limits import LimitPolicy
 from meshlib.middleware import MeshASGIMiddleware, MeshWSGIMiddleware
 from meshlib.outbound import outbound
@@ -39,6 +40,7 @@ from meshlib.transport import AsyncMeshTransport, MeshTransport
 __all__ = [
     "DEADLINE_HEADER",
     "AccrualPolicy",
+    "AdmissionPolicy",
     "AsyncMeshClient",
     "AsyncMeshTransport",
     "AsyncRegistrar",

@@ -29,6 +29,8 @@ from meshlib.consul.settings import ConsulSettings
 from meshlib.discovery.static import parse_services
 from meshlib.endpoint import Endpoint
 from meshlib.errors import ConfigError
+from meshlib.limit.admission import AdmissionPolicy
+from meshlib.limit.env import admission_from_env
 from meshlib.limit.limits import LimitPolicy
 from meshlib.pipeline.settings import PipelineSettings
 from meshlib.retry.budget import BudgetPolicy
@@ -119,6 +121,8 @@ class MeshConfig:
     """Send the remaining deadline to mesh services (``MESH_PROPAGATE_DEADLINE``)."""
     limits: Mapping[str, LimitPolicy] = field(default_factory=dict)
     """Per-service rate and concurrency limits (``MESH_RATE_LIMIT``, ``MESH_MAX_IN_FLIGHT``)."""
+    inbound: AdmissionPolicy = field(default_factory=AdmissionPolicy)
+    """What the inbound middleware admits (``MESH_INBOUND_*``)."""
     consul: ConsulSettings = field(default_factory=ConsulSettings)
     """How to reach Consul (``CONSUL_*``, Go client rules)."""
     consul_options: ConsulOptions = field(default_factory=ConsulOptions)
@@ -183,6 +187,7 @@ class MeshConfig:
         kw["budget"] = _build("MESH_RETRY_BUDGET_*", BudgetPolicy, _budget_kw(env))
         kw["accrual"] = _build("MESH_ACCRUAL_*", AccrualPolicy, _accrual_kw(env))
         kw["limits"] = _limits_from_env(env)
+        kw["inbound"] = admission_from_env(env, parse_bool, parse_duration, _number, _int)
         if kw["discovery"] == "consul" or env.get("MESH_SERVICE_NAME"):
             kw["consul"] = consul_settings_from_env(env, parse_bool)
         if kw["discovery"] == "consul":
