@@ -28,6 +28,7 @@ from meshlib.errors import (
     RateLimited,
 )
 from meshlib.identity import ConnectIdentity, connect_identity
+from meshlib.limit.admission import AdmissionPolicy
 from meshlib.limit.limits import LimitPolicy
 from meshlib.middleware import MeshASGIMiddleware, MeshWSGIMiddleware
 from meshlib.outbound import outbound
@@ -40,6 +41,7 @@ from meshlib.transport import AsyncMeshTransport, MeshTransport
 __all__ = [
     "DEADLINE_HEADER",
     "AccrualPolicy",
+    "AdmissionPolicy",
     "AsyncMeshClient",
     "AsyncMeshTransport",
     "AsyncRegistrar",

@@ -31,6 +31,8 @@ from meshlib.consul.settings import ConsulSettings
 from meshlib.discovery.static import parse_services
 from meshlib.endpoint import Endpoint
 from meshlib.errors import ConfigError
+from meshlib.limit.admission import AdmissionPolicy
+from meshlib.limit.env import admission_from_env, limits_from_env
 from meshlib.limit.limits import LimitPolicy
 from meshlib.pipeline.settings import PipelineSettings
 from meshlib.retry.budget import BudgetPolicy
@@ -124,6 +126,8 @@ class MeshConfig:
     """Send the remaining deadline to mesh services (``MESH_PROPAGATE_DEADLINE``)."""
     limits: Mapping[str, LimitPolicy] = field(default_factory=dict)
     """Per-service rate and concurrency limits (``MESH_RATE_LIMIT``, ``MESH_MAX_IN_FLIGHT``)."""
+    inbound: AdmissionPolicy = field(default_factory=AdmissionPolicy)
+    """What the inbound middleware admits (``MESH_INBOUND_*``)."""
     consul: ConsulSettings = field(default_factory=ConsulSettings)
     """How to reach Consul (``CONSUL_*``, Go client rules)."""
     consul_options: ConsulOptions = field(default_factory=ConsulOptions)
@@ -195,7 +199,8 @@ class MeshConfig:
         kw["retry"] = _retry_from_env(env)
         kw["budget"] = _build("MESH_RETRY_BUDGET_*", BudgetPolicy, _budget_kw(env))
         kw["accrual"] = _build("MESH_ACCRUAL_*", AccrualPolicy, _accrual_kw(env))
-        kw["limits"] = _limits_from_env(env)
+        kw["limits"] = limits_from_env(env, parse_bool, parse_duration, _number, _int)
+        kw["inbound"] = admission_from_env(env, parse_bool, parse_duration, _number, _int)
         if kw["discovery"] == "consul" or env.get("MESH_SERVICE_NAME") or "MESH_CONNECT" in env:
             kw["consul"] = consul_settings_from_env(env, parse_bool)
         if kw["discovery"] == "consul":
@@ -345,47 +350,6 @@ def _accrual_kw(env: Mapping[str, str]) -> dict[str, Any]:
         v = env["MESH_MAX_EJECTION_PERCENT"]
         kw["max_ejection_percent"] = _number("MESH_MAX_EJECTION_PERCENT", v)
     return kw
-
-
-def _per_service(name: str, value: str) -> dict[str, str]:
-    """``users=100;orders=20`` → {"users": "100", "orders": "20"}."""
-    out: dict[str, str] = {}
-    for part in value.split(";"):
-        if not part.strip():
-            continue
-        service, sep, setting = part.partition("=")
-        if not sep or not service.strip() or not setting.strip():
-            raise ConfigError(
-                f"{name}: entry {part.strip()!r} must look like service=value; separate "
-                "services with ';' (e.g. users=100;orders=20)"
-            )
-        out[service.strip().lower()] = setting.strip()
-    return out
-
-
-def _limits_from_env(env: Mapping[str, str]) -> dict[str, LimitPolicy]:
-    rates = _per_service("MESH_RATE_LIMIT", env.get("MESH_RATE_LIMIT", ""))
-    inflight = _per_service("MESH_MAX_IN_FLIGHT", env.get("MESH_MAX_IN_FLIGHT", ""))
-    wait = (
-        parse_bool("MESH_LIMIT_WAIT", env["MESH_LIMIT_WAIT"]) if "MESH_LIMIT_WAIT" in env else True
-    )
-    max_wait = (
-        parse_duration("MESH_LIMIT_MAX_WAIT", env["MESH_LIMIT_MAX_WAIT"])
-        if "MESH_LIMIT_MAX_WAIT" in env
-        else 1.0
-    )
-    limits: dict[str, LimitPolicy] = {}
-    for service in sorted(set(rates) | set(inflight)):
-        kw: dict[str, Any] = {"wait": wait, "max_wait": max_wait}
-        if service in rates:
-            rate, _, burst = rates[service].partition(":")
-            kw["rate"] = _number("MESH_RATE_LIMIT", rate.removesuffix("/s"))
-            if burst:
-                kw["burst"] = _number("MESH_RATE_LIMIT", burst)
-        if service in inflight:
-            kw["max_in_flight"] = _int("MESH_MAX_IN_FLIGHT", inflight[service])
-        limits[service] = _build(f"limits for {service}", LimitPolicy, kw)
-    return limits
 
 
 def _one_of(name: str, value: str, accepted: tuple[str, ...]) -> None:

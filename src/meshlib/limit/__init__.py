@@ -1,8 +1,15 @@
-"""Per-service outbound limits: a token-bucket rate limit and a concurrency bulkhead.
+"""Limits: per-service outbound rate and concurrency limits, and inbound admission.
 
-Imports L0 modules only: L1.
+Outbound, a token bucket and a concurrency bulkhead per called service (``limits``). Inbound,
+the admission decision of the ASGI/WSGI middleware (``admission``): per-caller token buckets in
+bounded memory (``keyed``), an in-flight limit that may follow latency by AIMD (``aimd``), and
+the ``MESH_INBOUND_*`` policy read from a mapping handed in (``env``). All of it is I/O-free and
+runs on the injected clock. Imports L0 modules only: L1.
 """
 
+from meshlib.limit.admission import Admission, AdmissionPolicy, Refusal, Ticket
+from meshlib.limit.aimd import AimdLimit
+from meshlib.limit.keyed import KeyedRateLimit
 from meshlib.limit.limits import (
     ConcurrencyLimit,
     LimitPolicy,
@@ -10,7 +17,13 @@ from meshlib.limit.limits import (
 )
 
 __all__ = [
+    "Admission",
+    "AdmissionPolicy",
+    "AimdLimit",
     "ConcurrencyLimit",
+    "KeyedRateLimit",
     "LimitPolicy",
     "RateLimit",
+    "Refusal",
+    "Ticket",
 ]

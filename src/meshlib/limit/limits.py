@@ -61,6 +61,26 @@ class RateLimit:
         self._lock = threading.Lock()
         self.refused = 0
 
+    def take(self) -> float:
+        """Take a token if one is there now (0.0); else take nothing and return the seconds
+        until one will be. Never waits and never goes into debt: the inbound limit answers
+        "no, come back in N seconds" rather than queueing the request."""
+        with self._lock:
+            now = self._clock.now()
+            self._tokens = min(self.burst, self._tokens + (now - self._stamp) * self.rate)
+            self._stamp = now
+            if self._tokens >= 1.0:
+                self._tokens -= 1.0
+                return 0.0
+            self.refused += 1
+            return (1.0 - self._tokens) / self.rate
+
+    def full(self) -> bool:
+        """True when the bucket has refilled to its burst, so forgetting it loses nothing."""
+        with self._lock:
+            refilled = self._tokens + (self._clock.now() - self._stamp) * self.rate
+            return refilled >= self.burst
+
     def reserve(self, max_wait: float) -> float | None:
         """Take a token; return the wait before using it, or None if it would exceed max_wait."""
         with self._lock:

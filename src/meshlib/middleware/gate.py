@@ -1,0 +1,116 @@
+"""The admission gate both inbound middlewares share: the caller's key, the decision, the answer.
+
+The ASGI and WSGI middlewares differ only in how they send a response and when a request ends;
+who the caller is, whether it is admitted, what a refusal says and what is counted are decided
+here once.
+
+**Who the caller is.** ``caller_key(headers, request)`` (``request`` is the ASGI scope or the
+WSGI environ, ``headers`` the request's headers with lower-case names) returns the key the rate
+limit is kept under, or None for the shared anonymous bucket. The default key is the caller's
+verified mTLS identity when Consul Connect's middleware runs in front (its SPIFFE URI, which it
+puts in ``scope["meshlib.caller"]`` / ``environ["meshlib.caller"]``), else the value of the
+configured caller header (``MESH_INBOUND_CALLER_HEADER``), else None. A header is a claim, not a
+proof: per-caller limits that a caller cannot dodge need the verified identity. Keys are cut to
+``MAX_KEY_CHARS`` and never logged, echoed or used as metric attributes.
+
+**What a refusal says.** 429 (rate) and 503 (concurrency) carry ``Retry-After`` in whole
+seconds, which meshlib's clients honour; 504 (deadline) carries none, since waiting cannot give
+back time already spent. Every refusal carries ``x-mesh-rejected: rate|concurrency|deadline`` and
+a one-line plain-text body, and never reaches the application.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, MutableMapping
+from http import HTTPStatus
+from typing import Any
+
+from meshlib.clock import Clock
+from meshlib.config import MeshConfig
+from meshlib.limit.admission import Admission, AdmissionPolicy, Refusal, Ticket
+from meshlib.otel.inbound import InboundMetrics
+
+__all__ = [
+    "MAX_KEY_CHARS",
+    "REJECTED_HEADER",
+    "CallerKey",
+    "Gate",
+    "answer",
+    "default_caller_key",
+    "resolve_policy",
+]
+
+CallerKey = Callable[[Mapping[str, str], MutableMapping[str, Any]], "str | None"]
+"""``caller_key(headers, request)``: the caller's rate-limit key, or None if unknown."""
+
+MAX_KEY_CHARS = 256
+REJECTED_HEADER = "x-mesh-rejected"
+
+
+def default_caller_key(header: str | None) -> CallerKey:
+    """Connect's verified caller if present, else the value of ``header`` (if configured)."""
+
+    def key(headers: Mapping[str, str], request: MutableMapping[str, Any]) -> str | None:
+        caller = request.get("meshlib.caller")
+        uri = getattr(caller, "uri", None)
+        if isinstance(uri, str) and uri:
+            return uri[:MAX_KEY_CHARS]
+        if header is not None:
+            value = headers.get(header)
+            if value:
+                return value[:MAX_KEY_CHARS]
+        return None
+
+    return key
+
+
+class Gate:
+    """One middleware's admission: ``check`` a request, ``answer`` a refusal."""
+
+    def __init__(
+        self, policy: AdmissionPolicy, clock: Clock, caller_key: CallerKey | None = None
+    ) -> None:
+        self.policy = policy
+        self.active = policy.limits or policy.shed_expired
+        self.admission = Admission(policy, clock)
+        self.caller_key = caller_key or default_caller_key(policy.caller_header)
+        adm = self.admission
+        self.metrics = InboundMetrics(lambda: (adm.in_flight, adm.limit))
+
+    def check(
+        self,
+        headers: Mapping[str, str],
+        request: MutableMapping[str, Any],
+        budget: float | None,
+    ) -> Ticket | Refusal | None:
+        """None when admission is off; else the ticket of an admitted request or a refusal."""
+        if not self.active:
+            return None
+        adm = self.admission
+        key = self.caller_key(headers, request) if adm.rate is not None else None
+        result = adm.check(key, budget)
+        if isinstance(result, Refusal):
+            self.metrics.refused(result.reason)
+        else:
+            self.metrics.admitted()
+        return result
+
+
+def answer(refusal: Refusal) -> tuple[str, list[tuple[str, str]], bytes]:
+    """The status line, headers and body of a refusal."""
+    body = (refusal.message + "\n").encode()
+    headers = [
+        ("content-type", "text/plain; charset=utf-8"),
+        ("content-length", str(len(body))),
+        (REJECTED_HEADER, refusal.reason),
+    ]
+    if refusal.retry_after is not None:
+        headers.append(("retry-after", str(refusal.retry_after)))
+    return f"{refusal.status} {HTTPStatus(refusal.status).phrase}", headers, body
+
+
+def resolve_policy(admission: AdmissionPolicy | None, config: MeshConfig | None) -> AdmissionPolicy:
+    """The policy given, else the configuration's (``MESH_INBOUND_*`` when none is given)."""
+    if admission is not None:
+        return admission
+    return (config if config is not None else MeshConfig.from_env()).inbound

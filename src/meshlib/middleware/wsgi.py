@@ -1,0 +1,107 @@
+"""The WSGI inbound middleware: admission first, then the caller's deadline and trace for the app.
+
+Admission (``gate``) never makes a worker thread wait: a refused request is answered at once
+with its status, ``Retry-After`` and a one-line body, and the thread is free for the next one.
+An admitted request holds its in-flight slot until the server closes the response body (PEP
+3333 obliges it to call ``close``), so a streamed body counts as in flight while it streams.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+from meshlib.clock import SYSTEM_CLOCK, Clock
+from meshlib.config import MeshConfig
+from meshlib.limit.admission import AdmissionPolicy, Refusal, Ticket
+from meshlib.middleware.gate import CallerKey, Gate, answer, resolve_policy
+from meshlib.otel.tracing import attached, incoming_context
+from meshlib.scope.context import DEADLINE_HEADER, Deadline, deadline_scope, parse_deadline
+
+__all__ = ["MeshWSGIMiddleware"]
+
+_WSGI_KEY = "HTTP_" + DEADLINE_HEADER.upper().replace("-", "_")
+
+
+class MeshWSGIMiddleware:
+    """WSGI middleware: inbound admission, and an incoming ``x-mesh-deadline-ms`` caps outbound
+    mesh calls. The keywords are ``MeshASGIMiddleware``'s."""
+
+    def __init__(
+        self,
+        app: Callable[..., Iterable[bytes]],
+        *,
+        max_deadline: float = 3600.0,
+        admission: AdmissionPolicy | None = None,
+        config: MeshConfig | None = None,
+        caller_key: CallerKey | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+    ) -> None:
+        self.app = app
+        self.max_deadline = max_deadline
+        self.gate = Gate(resolve_policy(admission, config), clock, caller_key)
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        seconds = parse_deadline(environ.get(_WSGI_KEY), cap=self.max_deadline)
+        headers = {
+            key[5:].replace("_", "-").lower(): value
+            for key, value in environ.items()
+            if key.startswith("HTTP_") and isinstance(value, str)
+        }
+        verdict = self.gate.check(headers, environ, seconds)
+        if isinstance(verdict, Refusal):
+            status, refusal_headers, payload = answer(verdict)
+            start_response(status, refusal_headers)
+            return [payload]
+        deadline = Deadline.after(seconds) if seconds is not None else None
+        try:
+            with deadline_scope(deadline), incoming_context(headers) as ctx:
+                body = self.app(environ, start_response)
+        except Exception:
+            if verdict is not None:
+                verdict.done(failed=True)
+            raise
+        if deadline is None and ctx is None and verdict is None:
+            return body
+        return _ScopedBody(body, deadline, ctx, verdict)
+
+
+class _ScopedBody:
+    """A WSGI body whose chunks are produced inside the deadline scope, one ``next`` at a time,
+    and whose ``close`` ends the request's admission.
+
+    A streaming app makes outbound calls while its iterable is consumed, after ``__call__`` has
+    returned; entering the scope around each step covers that without buffering the body and
+    without leaving the deadline set in the server's own code between chunks.
+    """
+
+    def __init__(
+        self, body: Iterable[bytes], deadline: Deadline | None, ctx: Any, ticket: Ticket | None
+    ) -> None:
+        self._body = body
+        self._deadline = deadline
+        self._ctx = ctx
+        self._ticket = ticket
+
+    def __iter__(self) -> Iterator[bytes]:
+        it = iter(self._body)
+        while True:
+            with deadline_scope(self._deadline), attached(self._ctx):
+                try:
+                    chunk = next(it)
+                except StopIteration:
+                    return
+                except Exception:
+                    if self._ticket is not None:
+                        self._ticket.done(failed=True)
+                    raise
+            yield chunk
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            if self._ticket is not None:
+                self._ticket.done()

@@ -1,0 +1,246 @@
+"""Inbound admission end to end: uvicorn on 127.0.0.1 serving an app behind MeshASGIMiddleware.
+
+The server runs on a thread of the test process so that the middleware's limits and a meshlib
+client can share one manual clock: time only moves when a test (or the client's Retry-After
+sleep) moves it, so nothing here sleeps for a rate interval or flakes on a slow machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, MutableMapping
+from typing import Any
+
+import httpx
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+import meshlib
+from _inbound_servers import asgi_server
+from meshlib.clock import ManualClock
+from meshlib.connect.server import Caller
+from meshlib.limit import AdmissionPolicy
+
+
+class App:
+    """Counts the requests that reached it; ``/slow`` stays inside until ``release`` is set."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+        self.inside = 0
+        self.release = threading.Event()
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        self.calls += 1
+        if scope["path"] == "/slow":
+            self.inside += 1
+            for _ in range(2000):  # at most 10 s
+                if self.release.is_set():
+                    break
+                await asyncio.sleep(0.005)
+            self.inside -= 1
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+
+def _client(port: int) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", trust_env=False, timeout=10)
+
+
+async def _wait_for(cond: Callable[[], bool]) -> None:
+    for _ in range(1000):  # at most 10 s
+        if cond():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition not reached within 10 s")
+
+
+async def test_rate_limit_admits_n_per_interval_and_refuses_the_rest_with_429() -> None:
+    app, clock = App(), ManualClock()
+    mw = meshlib.MeshASGIMiddleware(app, admission=AdmissionPolicy(rate=5, burst=5), clock=clock)
+    with asgi_server(mw) as port:
+        async with _client(port) as client:
+            first = [await client.get("/") for _ in range(12)]
+            clock.advance(1.0)
+            second = [await client.get("/") for _ in range(7)]
+    assert [r.status_code for r in first] == [200] * 5 + [429] * 7
+    assert [r.status_code for r in second] == [200] * 5 + [429] * 2
+    refused = first[-1]
+    assert refused.headers["retry-after"] == "1"
+    assert refused.headers["x-mesh-rejected"] == "rate"
+    assert refused.text == "rate limit of 5 requests/s exceeded; retry later\n"
+    assert app.calls == 10
+    snap = mw.gate.admission.snapshot()
+    assert snap["admitted"] == 10
+    assert snap["rejected"] == {"rate": 9, "concurrency": 0}
+
+
+async def test_concurrency_limit_answers_503_at_once_and_keeps_serving() -> None:
+    app = App()
+    policy = AdmissionPolicy(max_in_flight=3, retry_after=2)
+    mw = meshlib.MeshASGIMiddleware(app, admission=policy, clock=ManualClock())
+    with asgi_server(mw) as port:
+        async with _client(port) as client:
+            slow = [asyncio.create_task(client.get("/slow")) for _ in range(2)]
+            await _wait_for(lambda: app.inside == 2)
+            # Two requests are parked in the application: the loop still serves a third.
+            assert (await client.get("/fast")).status_code == 200
+            slow.append(asyncio.create_task(client.get("/slow")))
+            await _wait_for(lambda: app.inside == 3)
+            started = time.perf_counter()
+            refused = await client.get("/fast")
+            elapsed = time.perf_counter() - started
+            assert mw.gate.admission.in_flight == 3
+            app.release.set()
+            done = await asyncio.gather(*slow)
+            after = await client.get("/fast")
+    assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "2"
+    assert refused.headers["x-mesh-rejected"] == "concurrency"
+    assert "3 requests already in progress" in refused.text
+    assert elapsed < 0.5  # answered at once, not after a slot came free
+    assert [r.status_code for r in done] == [200, 200, 200]
+    assert after.status_code == 200
+    assert app.calls == 5
+    assert mw.gate.admission.in_flight == 0
+
+
+async def test_caller_header_keys_isolate_callers() -> None:
+    app, clock = App(), ManualClock()
+    policy = AdmissionPolicy(rate=1, burst=2, caller_header="x-mesh-caller")
+    mw = meshlib.MeshASGIMiddleware(app, admission=policy, clock=clock)
+    with asgi_server(mw) as port:
+        async with _client(port) as client:
+
+            async def three(caller: str | None) -> list[int]:
+                headers = {"x-mesh-caller": caller} if caller else {}
+                return [(await client.get("/", headers=headers)).status_code for _ in range(3)]
+
+            a = await three("orders")
+            b = await three("billing")
+            anonymous = await three(None)
+    assert a == b == anonymous == [200, 200, 429]
+    assert app.calls == 6
+    assert mw.gate.admission.snapshot()["callers"] == 3
+
+
+async def test_verified_identity_wins_over_a_claimed_header_and_caller_key_is_a_hook() -> None:
+    app, clock = App(), ManualClock()
+    policy = AdmissionPolicy(rate=1, burst=1, caller_header="x-mesh-caller")
+    inner = meshlib.MeshASGIMiddleware(app, admission=policy, clock=clock)
+
+    async def connect_stand_in(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        # What ConnectASGIMiddleware does for a verified client certificate.
+        peer = dict(scope["headers"]).get(b"x-test-peer", b"").decode()
+        if peer:
+            scope["meshlib.caller"] = Caller(f"spiffe://mesh.test/ns/default/svc/{peer}", None, "1")
+        await inner(scope, receive, send)
+
+    tenant = meshlib.MeshASGIMiddleware(
+        app,
+        admission=policy,
+        clock=clock,
+        caller_key=lambda headers, scope: headers.get("x-tenant"),
+    )
+    with asgi_server(connect_stand_in) as port, asgi_server(tenant) as tenant_port:
+        async with _client(port) as client, _client(tenant_port) as tclient:
+
+            async def get(peer: str, claimed: str) -> int:
+                h = {"x-test-peer": peer, "x-mesh-caller": claimed}
+                return (await client.get("/", headers=h)).status_code
+
+            # A caller that rotates its claimed name gains nothing: it is keyed by its identity.
+            spoof = [await get("web", "a"), await get("web", "b"), await get("web", "c")]
+            other = await get("api", "a")
+            tenants = [
+                (await tclient.get("/", headers={"x-tenant": t})).status_code
+                for t in ("t1", "t2", "t1")
+            ]
+    assert spoof == [200, 429, 429]
+    assert other == 200
+    assert tenants == [200, 200, 429]
+
+
+async def test_expired_deadline_is_refused_before_the_app_runs(
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    app = App()
+    mw = meshlib.MeshASGIMiddleware(app, config=meshlib.MeshConfig(), clock=ManualClock())
+    with asgi_server(mw) as port:
+        async with _client(port) as client:
+            shed = await client.get("/", headers={"x-mesh-deadline-ms": "0"})
+            fine = await client.get("/", headers={"x-mesh-deadline-ms": "500"})
+    assert shed.status_code == 504
+    assert shed.headers["x-mesh-rejected"] == "deadline"
+    assert "retry-after" not in shed.headers
+    assert "deadline had passed" in shed.text
+    assert fine.status_code == 200
+    assert app.calls == 1  # the shed request never reached the application
+    assert mw.gate.admission.snapshot()["shed"] == {"deadline": 1}
+    points = _admission_points(metric_reader)
+    assert points == {("admitted", None): 1, ("shed", "deadline"): 1}
+
+
+async def test_min_deadline_sheds_and_shedding_can_be_turned_off() -> None:
+    app = App()
+    shedding = meshlib.MeshASGIMiddleware(app, admission=AdmissionPolicy(min_deadline=0.05))
+    off = meshlib.MeshASGIMiddleware(app, admission=AdmissionPolicy(shed_expired=False))
+    with asgi_server(shedding) as port, asgi_server(off) as off_port:
+        async with _client(port) as client, _client(off_port) as off_client:
+            short = await client.get("/", headers={"x-mesh-deadline-ms": "20"})
+            long = await client.get("/", headers={"x-mesh-deadline-ms": "200"})
+            kept = await off_client.get("/", headers={"x-mesh-deadline-ms": "0"})
+    assert (short.status_code, long.status_code, kept.status_code) == (504, 200, 200)
+    assert app.calls == 2
+
+
+async def test_meshlib_client_retries_after_retry_after() -> None:
+    app, clock = App(), ManualClock()
+    mw = meshlib.MeshASGIMiddleware(app, admission=AdmissionPolicy(rate=1, burst=1), clock=clock)
+    with asgi_server(mw) as port:
+        async with meshlib.AsyncMeshClient(
+            discovery=meshlib.StaticDiscovery({"inbound": [f"127.0.0.1:{port}"]}),
+            clock=clock,
+        ) as client:
+            first = await client.get("http://inbound/")
+            # The bucket is empty: the server answers 429 + Retry-After: 1, the client sleeps
+            # that second on the shared clock (which refills the bucket) and tries again.
+            second = await client.get("http://inbound/")
+    assert (first.status_code, second.status_code) == (200, 200)
+    assert max(clock.slept) >= 1.0
+    assert app.calls == 2
+    assert mw.gate.admission.snapshot()["rejected"]["rate"] == 1
+
+
+async def test_meshlib_client_gives_up_when_retry_after_exceeds_its_deadline() -> None:
+    app, clock = App(), ManualClock()
+    policy = AdmissionPolicy(rate=0.1, burst=1)  # the next token is 10 s away
+    mw = meshlib.MeshASGIMiddleware(app, admission=policy, clock=clock)
+    with asgi_server(mw) as port:
+        async with meshlib.AsyncMeshClient(
+            discovery=meshlib.StaticDiscovery({"inbound": [f"127.0.0.1:{port}"]}),
+            clock=clock,
+            config=meshlib.MeshConfig(timeout=2.0),
+        ) as client:
+            await client.get("http://inbound/")
+            refused = await client.get("http://inbound/")
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"] == "10"
+    assert app.calls == 1
+    assert not any(s >= 1.0 for s in clock.slept)  # it did not wait for a retry it cannot use
+
+
+def _admission_points(reader: InMemoryMetricReader) -> dict[tuple[str, str | None], int]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    out: dict[tuple[str, str | None], int] = {}
+    for rm in data.resource_metrics:
+        for sm in rm.scope_metrics:
+            for m in sm.metrics:
+                if m.name == "mesh.server.admission":
+                    for p in m.data.data_points:
+                        a = p.attributes or {}
+                        key = (str(a["mesh.admission.outcome"]), a.get("mesh.admission.reason"))
+                        out[(key[0], None if key[1] is None else str(key[1]))] = int(p.value)
+    return out
