@@ -22,6 +22,7 @@ import pytest
 import uvicorn
 
 import meshlib
+from meshlib.admin.metrics import render_prometheus
 from meshlib.connect.settings import ConnectSettings
 from meshlib.consul.connect import ConnectUnavailable
 from meshlib.identity import ConnectIdentity, connect_identity
@@ -141,6 +142,10 @@ async def test_two_services_call_each_other_over_mutual_tls(consul: FakeConsul) 
     assert r.text == "api saw web; web saw api"
     assert state["connect"]["uri"] == consul.spiffe_uri("web")
     assert state["connect"]["serial"]
+    assert 3600 < state["connect"]["leaf_expires_in_s"] <= 72 * 3600  # FakeConsul's 72 h leaf
+    text = render_prometheus(state)
+    assert 'meshlib_connect_leaf_expires_in_seconds{service="web"} ' in text
+    assert 'meshlib_connect_errors_total{service="web"} 0' in text
 
 
 def _ports(fake: FakeConsul, service: str) -> list[int]:

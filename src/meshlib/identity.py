@@ -19,6 +19,7 @@ timeout). What it holds:
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from typing import Any
 
@@ -94,6 +95,7 @@ class ConnectIdentity:
             "uri": bundle.leaf.uri if bundle else None,
             "serial": bundle.leaf.serial if bundle else None,
             "valid_before": bundle.leaf.valid_before if bundle else None,
+            "leaf_expires_in_s": _expires_in(bundle.leaf.valid_before) if bundle else None,
             "trust_domain": bundle.trust_domain if bundle else None,
             "roots": len(bundle.roots.pems) if bundle else 0,
             "rotations": w.rotations,
@@ -107,6 +109,17 @@ class ConnectIdentity:
             if _shared.get(self._key) is self:
                 del _shared[self._key]
         self.watcher.close()
+
+
+def _expires_in(valid_before: str) -> float | None:
+    """Seconds until an RFC 3339 time (the leaf's ``ValidBefore``), None if unreadable."""
+    try:
+        when = dt.datetime.fromisoformat(valid_before)
+    except ValueError:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return round((when - dt.datetime.now(dt.UTC)).total_seconds(), 3)
 
 
 def connect_identity(config: MeshConfig | None = None) -> ConnectIdentity:

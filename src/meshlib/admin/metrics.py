@@ -218,4 +218,35 @@ def render_prometheus(state: Mapping[str, Any]) -> str:
             if value is not None:
                 samples.append(f"{name}{_labels((('service', service),))} {value}")
         out.family(name, kind, help_text, samples)
+    _connect(out, state.get("connect"))
     return "\n".join(out.lines) + "\n" if out.lines else ""
+
+
+def _connect(out: _Out, conn: Any) -> None:
+    """This process's Connect identity: how long its leaf has left, rotations and errors."""
+    if not isinstance(conn, Mapping):
+        return
+    labels = _labels((("service", str(conn.get("service"))),))
+    for name, kind, key, help_text in (
+        (
+            "meshlib_connect_leaf_expires_in_seconds",
+            "gauge",
+            "leaf_expires_in_s",
+            "Seconds until this service's Connect leaf certificate expires (it is renewed by "
+            "the agent well before; a value near 0 means renewal is failing).",
+        ),
+        (
+            "meshlib_connect_rotations_total",
+            "counter",
+            "rotations",
+            "Leaf or root changes installed without a restart.",
+        ),
+        (
+            "meshlib_connect_errors_total",
+            "counter",
+            "errors",
+            "Failed reads of the agent's Connect endpoints (the last good certificates are kept).",
+        ),
+    ):
+        value = _number(conn.get(key))
+        out.family(name, kind, help_text, [f"{name}{labels} {value}"] if value is not None else [])

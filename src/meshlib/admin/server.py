@@ -70,13 +70,17 @@ def merged_state(sources: Sources) -> dict[str, Any]:
     if len(items) == 1:
         return items[0].mesh_state()
     services: dict[str, Any] = {}
+    merged: dict[str, Any] = {"services": services}
     for source in items:
-        for name, svc in source.mesh_state().get("services", {}).items():
+        state = source.mesh_state()
+        for name, svc in state.get("services", {}).items():
             key, n = name, 2
             while key in services:
                 key, n = f"{name}#{n}", n + 1
             services[key] = svc
-    return {"services": services}
+        if "connect" in state:  # one identity per process: every client shares it
+            merged["connect"] = state["connect"]
+    return merged
 
 
 def parse_admin_addr(addr: str, token: str | None = None) -> tuple[str, int]:
