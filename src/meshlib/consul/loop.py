@@ -1,9 +1,12 @@
-"""The private event loop thread the Consul watches run on.
+"""The private event loop thread the Consul watches run on, outside every caller's context.
 
 Why a module of its own: the watches live on a loop of meshlib's, never the caller's (so no
 caller's loop or thread ever blocks on Consul, and sync and async clients share the watches),
 and that loop's life (started on first use, stopped on close) is one concern apart from what
-the watches ask Consul.
+the watches ask Consul. A watch starts when a user's request first names a service; run in
+that request's context, its long polls would become children of the request's span for as long
+as the watch lives. So everything here runs in ``otel.background_context()``: an empty
+``contextvars.Context`` with HTTP instrumentation suppressed.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import asyncio
 import threading
 from collections.abc import Callable
 from typing import Any
+
+from meshlib.otel.tracing import background_context
 
 __all__ = ["WatchLoop"]
 
@@ -29,7 +34,7 @@ class WatchLoop:
         loop = self.loop
         if loop is None:
             loop = self._start()
-        loop.call_soon_threadsafe(fn, *args)
+        loop.call_soon_threadsafe(fn, *args, context=background_context())
 
     def take(self) -> tuple[asyncio.AbstractEventLoop | None, threading.Thread | None]:
         """Hand the loop and its thread to the closer; the next ``call`` starts a new one."""
@@ -46,7 +51,9 @@ class WatchLoop:
             loop.call_soon(ready.set)
             loop.run_forever()
 
-        thread = threading.Thread(target=run, name="meshlib-consul-watch", daemon=True)
+        thread = threading.Thread(
+            target=background_context().run, args=(run,), name="meshlib-consul-watch", daemon=True
+        )
         thread.start()
         ready.wait()
         self.loop, self.thread = loop, thread
