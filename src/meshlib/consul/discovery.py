@@ -29,11 +29,9 @@ import random
 import threading
 from typing import Any
 
-import consul
 import httpx
 
 from meshlib.clock import SYSTEM_CLOCK, Clock
-from meshlib.consul.http import async_consul
 from meshlib.consul.loop import WatchLoop
 from meshlib.consul.parse import ParsedEntries, foreign, parse_health_entries, valid_service_name
 from meshlib.consul.settings import ConsulSettings
@@ -149,6 +147,10 @@ class ConsulDiscovery(Discovery):
 
     def _spawn(self, w: _Watch) -> None:
         if self._consul is None:
+            # Imported here: py-consul (and the ``requests`` it imports) costs ``import
+            # meshlib`` nothing until Consul discovery is first used.
+            from meshlib.consul.http import async_consul
+
             opts = self.options  # httpx's read timeout only backs up each query's deadline
             self._consul = async_consul(
                 self.settings,
@@ -180,6 +182,8 @@ class ConsulDiscovery(Discovery):
             self._slots.release(w)
 
     async def _watch_loop(self, w: _Watch) -> None:
+        from consul import ACLPermissionDenied  # imported with py-consul by _spawn
+
         opts = self.options
         loop = asyncio.get_running_loop()
         backoff = opts.error_backoff_min
@@ -208,7 +212,7 @@ class ConsulDiscovery(Discovery):
                 )
             except asyncio.CancelledError:
                 raise
-            except consul.ACLPermissionDenied:
+            except ACLPermissionDenied:
                 if self._failed(w, "permission denied (403): check the ACL token's service:read"):
                     return
                 log.error(

@@ -27,7 +27,6 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any
 
-from meshlib.consul.http import async_consul, sync_consul
 from meshlib.consul.service import ServiceRegistration
 from meshlib.consul.settings import ConsulSettings
 from meshlib.otel.tracing import background_context, suppressed_http_instrumentation
@@ -101,6 +100,8 @@ class Registrar(_Base):
 
     def __init__(self, registration: ServiceRegistration, settings: ConsulSettings) -> None:
         super().__init__(registration, settings)
+        from meshlib.consul.http import sync_consul  # py-consul only once registration is built
+
         self._consul = sync_consul(self.settings, timeout=10.0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -177,6 +178,8 @@ class AsyncRegistrar(_Base):
 
     def __init__(self, registration: ServiceRegistration, settings: ConsulSettings) -> None:
         super().__init__(registration, settings)
+        from meshlib.consul.http import async_consul  # py-consul only once registration is built
+
         self._consul = async_consul(self.settings, timeout=10.0)
         self._task: asyncio.Task[None] | None = None
 
