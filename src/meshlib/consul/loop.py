@@ -7,18 +7,51 @@ the watches ask Consul. A watch starts when a user's request first names a servi
 that request's context, its long polls would become children of the request's span for as long
 as the watch lives. So everything here runs in ``otel.background_context()``: an empty
 ``contextvars.Context`` with HTTP instrumentation suppressed.
+
+A fork copies the loop object but not its thread: in the child the loop never runs again. At
+fork, in the child only, every tracked discovery forgets its inherited loop, client and watch
+tasks (``forget_inherited``), which are kept referenced so that no finalizer touches what the
+parent still uses, and starts fresh on its next use.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from meshlib.otel.tracing import background_context
 
-__all__ = ["WatchLoop"]
+__all__ = ["ForkAware", "WatchLoop", "keep", "track"]
+
+
+class ForkAware(Protocol):
+    def forget_inherited(self) -> None:
+        """In a forked child: drop the parent's loop, client and watches; start afresh later."""
+
+
+_live: weakref.WeakSet[ForkAware] = weakref.WeakSet()
+_kept: list[object] = []
+
+
+def track(obj: ForkAware) -> None:
+    _live.add(obj)
+
+
+def keep(*objs: object) -> None:
+    """Hold inherited objects for the life of the child, so their finalizers never run."""
+    _kept.extend(o for o in objs if o is not None)
+
+
+def _after_fork_in_child() -> None:
+    for obj in list(_live):
+        obj.forget_inherited()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 class WatchLoop:
