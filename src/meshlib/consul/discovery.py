@@ -73,6 +73,8 @@ class ConsulDiscovery(Discovery):
         """After a fork, in the child: the watch thread did not come along. Drop the loop, the
         client and the watches (their endpoints seed the fresh watches started on next use)."""
         self._lock = threading.Lock()  # a parent thread may have held it at the fork
+        if self._closed:
+            return  # nothing runs; lookups answer from the closed watches as in the parent
         old_loop, old_thread = self._runner.take()
         keep(old_loop, old_thread, self._consul, *self._watches.values())
         self._consul = None
