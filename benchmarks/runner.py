@@ -25,7 +25,15 @@ from benchmarks.servers import proc_cpu_seconds
 from benchmarks.snapshot import ENV_VAR
 from benchmarks.worker import RESULT_PREFIX
 
-__all__ = ["REPO_ROOT", "Variant", "WorkerError", "interleave", "log", "run_worker"]
+__all__ = [
+    "REPO_ROOT",
+    "Variant",
+    "WorkerError",
+    "interleave",
+    "log",
+    "run_worker",
+    "worker_env",
+]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 Result = dict[str, Any]
@@ -62,6 +70,11 @@ def _env() -> dict[str, str]:
         env.pop(k, None)
     env["PYTHONHASHSEED"] = "0"
     return env
+
+
+def worker_env() -> dict[str, str]:
+    """The environment every measurement process of the run gets (the frozen meshlib first)."""
+    return _env()
 
 
 def run_worker(spec: dict[str, Any], timeout: float = 300.0) -> Result:

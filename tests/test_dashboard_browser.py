@@ -66,6 +66,7 @@ async def test_dashboard_shows_services_and_follows_an_ejection(
         # a long backoff keeps it ejected for the rest of the test.
         balancer="round-robin",
         accrual=meshlib.AccrualPolicy(backoff_min=60, backoff_max=120),
+        timeout=5.0,
     )
     discovery = meshlib.StaticDiscovery({"users": addrs})
     stop = asyncio.Event()
@@ -88,6 +89,7 @@ async def test_dashboard_shows_services_and_follows_an_ejection(
                         card = page.locator('section[data-service="users"]')
                         await expect(card).to_be_visible(timeout=5000)
                         await expect(card.locator("h2 .name")).to_have_text("users")
+                        await expect(card.locator(".meta")).to_contain_text("deadline 5.00 s")
                         for addr in addrs:
                             row = card.locator(f'tr[data-endpoint="{addr}"]')
                             await expect(row.locator("td.state")).to_have_text("alive")

@@ -148,3 +148,24 @@ async def test_async_engine_frees_the_slot_of_a_dropped_half_read_stream() -> No
         assert (await client.get(url)).status_code == 200
         await client.aclose()
         await asyncio.sleep(0.05)  # let the aborted transports finish closing on this loop
+
+
+# -- what an operator sees ------------------------------------------------------------------
+
+
+async def test_mesh_state_and_metrics_show_the_bound_and_its_expiries(dripping: str) -> None:
+    from meshlib.admin.metrics import render_prometheus
+
+    config = meshlib.MeshConfig(timeout=DEADLINE_S, per_try_timeout=2.0)
+    discovery = meshlib.StaticDiscovery({"users": [dripping]})
+    async with meshlib.AsyncMeshClient(discovery=discovery, config=config, timeout=5.0) as c:
+        with pytest.raises(meshlib.DeadlineExceeded):
+            await c.get("http://users/")
+        state = c.mesh_state()
+    assert state["services"]["users"]["deadlines"] == {
+        "timeout_s": DEADLINE_S,
+        "per_try_timeout_s": 2.0,
+        "exceeded": 1,
+    }
+    text = render_prometheus(state)
+    assert 'meshlib_deadline_exceeded_total{service="users"} 1' in text

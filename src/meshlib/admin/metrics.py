@@ -90,6 +90,12 @@ _SERVICE_FAMILIES: tuple[tuple[str, str, str, _Getter], ...] = (
         lambda s: (s.get("budget") or {}).get("exhausted"),
     ),
     (
+        "meshlib_deadline_exceeded_total",
+        "counter",
+        "Calls to the service that ran out of their total deadline (DeadlineExceeded).",
+        lambda s: (s.get("deadlines") or {}).get("exceeded"),
+    ),
+    (
         "meshlib_discovery_staleness_seconds",
         "gauge",
         "Age of the endpoint list when discovery is serving stale data (0 when fresh).",

@@ -7,6 +7,8 @@ blocking queries, ``service``/``registrar`` register this process. Imports L0 mo
 ``discovery``: L1.
 """
 
+from typing import Any
+
 from meshlib.consul.discovery import (
     ConsulDiscovery,
     ConsulOptions,
@@ -15,13 +17,6 @@ from meshlib.consul.env import (
     consul_options_from_env,
     consul_settings_from_env,
     registration_from_env,
-)
-from meshlib.consul.http import (
-    AsyncConsulHTTP,
-    SyncConsulHTTP,
-    async_consul,
-    ssl_context_for,
-    sync_consul,
 )
 from meshlib.consul.parse import (
     ParsedEntries,
@@ -54,3 +49,17 @@ __all__ = [
     "sync_consul",
     "valid_service_name",
 ]
+
+_HTTP = frozenset(
+    {"AsyncConsulHTTP", "SyncConsulHTTP", "async_consul", "ssl_context_for", "sync_consul"}
+)
+
+
+def __getattr__(name: str) -> Any:
+    # ``http`` imports py-consul (and with it ``requests``), which ``import meshlib`` should not
+    # pay for: it is needed only once Consul discovery or registration is built.
+    if name in _HTTP:
+        from meshlib.consul import http
+
+        return getattr(http, name)
+    raise AttributeError(f"module 'meshlib.consul' has no attribute {name!r}")

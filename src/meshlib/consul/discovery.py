@@ -31,12 +31,10 @@ import random
 import threading
 from typing import Any
 
-import consul
 import httpx
 
 from meshlib.clock import SYSTEM_CLOCK, Clock
-from meshlib.consul.http import async_consul
-from meshlib.consul.loop import WatchLoop
+from meshlib.consul.loop import WatchLoop, keep, track
 from meshlib.consul.parse import ParsedEntries, foreign, parse_health_entries
 from meshlib.consul.settings import ConsulSettings
 from meshlib.consul.watches import ConsulOptions, WatchSlots, check_names, state_row
@@ -70,13 +68,31 @@ class ConsulDiscovery(Discovery):
         self._consul: Any = None
         self._closed = False
         self._slots = WatchSlots(self.options.max_watches)
+        self._inherited: dict[Target, Resolution] = {}
+        track(self)
+
+    def forget_inherited(self) -> None:
+        """After a fork, in the child: the watch thread did not come along. Drop the loop, the
+        client and the watches (their endpoints seed the fresh watches started on next use)."""
+        self._lock = threading.Lock()  # a parent thread may have held it at the fork
+        if self._closed:
+            return  # nothing runs; lookups answer from the closed watches as in the parent
+        old_loop, old_thread = self._runner.take()
+        keep(old_loop, old_thread, self._consul, *self._watches.values())
+        self._consul = None
+        self._slots = WatchSlots(self.options.max_watches)
+        self._inherited = {t: w.resolution for t, w in self._watches.items() if w.resolution}
+        self._watches = {}
 
     # -- the request path --------------------------------------------------------------------
 
     def lookup(self, target: Target) -> Resolution | None:
         w = self._watches.get(target)
         if w is None:
-            return None
+            if target not in self._inherited:
+                return None
+            self._ensure(target)  # forked: watch again, serving what the parent knew meanwhile
+            w = self._watches[target]
         w.last_used = self._clock.now()
         res = w.resolution
         if res is not None and res.stale:
@@ -140,12 +156,20 @@ class ConsulDiscovery(Discovery):
             if w is not None:
                 return w.first
             w = _Watch(target=target, last_used=self._clock.now())
+            seed = self._inherited.pop(target, None)
+            if seed is not None:
+                w.resolution = seed
+                w.first.set_result(seed)
             self._watches[target] = w
             self._runner.call(self._spawn, w)
         return w.first
 
     def _spawn(self, w: _Watch) -> None:
         if self._consul is None:
+            # Imported here: py-consul (and the ``requests`` it imports) costs ``import
+            # meshlib`` nothing until Consul discovery is first used.
+            from meshlib.consul.http import async_consul
+
             opts = self.options  # httpx's read timeout only backs up each query's deadline
             self._consul = async_consul(
                 self.settings,
@@ -177,6 +201,8 @@ class ConsulDiscovery(Discovery):
             self._slots.release(w)
 
     async def _watch_loop(self, w: _Watch) -> None:
+        from consul import ACLPermissionDenied  # imported with py-consul by _spawn
+
         opts = self.options
         loop = asyncio.get_running_loop()
         backoff = opts.error_backoff_min
@@ -205,7 +231,7 @@ class ConsulDiscovery(Discovery):
                 )
             except asyncio.CancelledError:
                 raise
-            except consul.ACLPermissionDenied:
+            except ACLPermissionDenied:
                 if self._failed(w, "permission denied (403): check the ACL token's service:read"):
                     return
                 log.error(
@@ -257,31 +283,10 @@ class ConsulDiscovery(Discovery):
                 await asyncio.sleep(pause)
 
     def _rejected(self, w: _Watch, parsed: ParsedEntries) -> bool:
-        """Every entry of the answer is invalid: refuse the whole update, as Envoy rejects a
-        bad config update and keeps serving the last good one. The set is kept, marked stale,
-        and the next query blocks at the new index until the registry changes again.
-
-        True when the watch must stop (it had no good answer yet)."""
-        w.count_invalid(parsed.rejected_count)
-        w.rejected_updates += 1
-        reasons = "; ".join(parsed.rejected)
-        why = foreign(
-            f"rejected an answer whose {parsed.rejected_count} entries are all invalid: {reasons}"
-        )
-        old = w.resolution
-        log.warning(
-            "Consul answered %s with only invalid entries; %s: %s",
-            w.target,
-            "keeping the last good endpoints" if old is not None else "no endpoints yet",
-            why,
-            extra={"service": str(w.target)},
-        )
-        w.last_error = why
-        if old is not None and not old.stale:
-            w.resolution = w.stale_copy(old)
-        if not w.first.done():
-            return self._fail_first(w, why)
-        return False
+        """Every entry of the answer is invalid: refused whole (``Watch.reject``). True when
+        the watch must stop (it had no good answer yet)."""
+        why = w.reject(parsed)
+        return self._fail_first(w, why) if not w.first.done() else False
 
     def _good(self, w: _Watch, parsed: ParsedEntries) -> None:
         now = self._clock.now()

@@ -11,7 +11,9 @@ service), the registrar registers again, so a Consul restart heals by itself.
 Everything goes through py-consul on meshlib's httpx client, with the token from the
 configuration (``CONSUL_HTTP_TOKEN_FILE`` first); nothing here ever logs it. Both take their
 registration and Consul settings explicitly; ``meshlib.Registrar`` (in ``meshlib.registration``)
-fills them in from the environment.
+fills them in from the environment. Registration is plumbing, not the application's work, so its
+requests stay out of every trace: heartbeats run in ``otel.background_context()``, and
+registering and deregistering suppress HTTP instrumentation.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any
 
-from meshlib.consul.http import async_consul, sync_consul
 from meshlib.consul.service import ServiceRegistration
 from meshlib.consul.settings import ConsulSettings
+from meshlib.otel.tracing import background_context, suppressed_http_instrumentation
 
 __all__ = ["AsyncRegistrar", "Registrar"]
 
@@ -98,15 +100,18 @@ class Registrar(_Base):
 
     def __init__(self, registration: ServiceRegistration, settings: ConsulSettings) -> None:
         super().__init__(registration, settings)
+        from meshlib.consul.http import sync_consul  # py-consul only once registration is built
+
         self._consul = sync_consul(self.settings, timeout=10.0)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
     def register(self, *, again: bool = False) -> None:
         agent = self._consul.agent
-        agent.service.register(**self.registration.register_kwargs())
-        if self.registration.check == "ttl":
-            agent.check.ttl_pass(self.registration.check_id)
+        with suppressed_http_instrumentation():  # never part of the caller's trace
+            agent.service.register(**self.registration.register_kwargs())
+            if self.registration.check == "ttl":
+                agent.check.ttl_pass(self.registration.check_id)
         self.registered = True
         self._log_registered(again)
 
@@ -130,7 +135,8 @@ class Registrar(_Base):
             return
         self.registered = False
         try:
-            self._consul.agent.service.deregister(self.registration.service_id)
+            with suppressed_http_instrumentation():
+                self._consul.agent.service.deregister(self.registration.service_id)
             log.info("deregistered %s", self.registration.service_id)
         except Exception as exc:
             log.warning("could not deregister %s: %s", self.registration.service_id, exc)
@@ -143,7 +149,10 @@ class Registrar(_Base):
         self.register()
         if self.registration.check == "ttl":
             self._thread = threading.Thread(
-                target=self._beat, name="meshlib-heartbeat", daemon=True
+                target=background_context().run,
+                args=(self._beat,),
+                name="meshlib-heartbeat",
+                daemon=True,
             )
             self._thread.start()
         if threading.current_thread() is threading.main_thread():
@@ -169,14 +178,17 @@ class AsyncRegistrar(_Base):
 
     def __init__(self, registration: ServiceRegistration, settings: ConsulSettings) -> None:
         super().__init__(registration, settings)
+        from meshlib.consul.http import async_consul  # py-consul only once registration is built
+
         self._consul = async_consul(self.settings, timeout=10.0)
         self._task: asyncio.Task[None] | None = None
 
     async def register(self, *, again: bool = False) -> None:
         agent = self._consul.agent
-        await agent.service.register(**self.registration.register_kwargs())
-        if self.registration.check == "ttl":
-            await agent.check.ttl_pass(self.registration.check_id)
+        with suppressed_http_instrumentation():  # never part of the caller's trace
+            await agent.service.register(**self.registration.register_kwargs())
+            if self.registration.check == "ttl":
+                await agent.check.ttl_pass(self.registration.check_id)
         self.registered = True
         self._log_registered(again)
 
@@ -199,7 +211,8 @@ class AsyncRegistrar(_Base):
             return
         self.registered = False
         try:
-            await self._consul.agent.service.deregister(self.registration.service_id)
+            with suppressed_http_instrumentation():
+                await self._consul.agent.service.deregister(self.registration.service_id)
             log.info("deregistered %s", self.registration.service_id)
         except Exception as exc:
             log.warning("could not deregister %s: %s", self.registration.service_id, exc)
@@ -212,7 +225,9 @@ class AsyncRegistrar(_Base):
     async def __aenter__(self) -> AsyncRegistrar:
         await self.register()
         if self.registration.check == "ttl":
-            self._task = asyncio.get_running_loop().create_task(self._beat())
+            self._task = asyncio.get_running_loop().create_task(
+                self._beat(), context=background_context()
+            )
         return self
 
     async def __aexit__(

@@ -1,21 +1,25 @@
 """A Consul watch's options, its per-service state, and the bound on blocking watches.
 
-Split from ``discovery`` so the watch loop reads on its own; nothing here does I/O.
+Split from ``discovery`` so the watch loop reads on its own; nothing here does I/O (a rejected
+answer is logged here, where it is judged).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import logging
 import threading
 from dataclasses import dataclass, field
 from typing import Any
 
-from meshlib.consul.parse import valid_service_name
+from meshlib.consul.parse import ParsedEntries, foreign, valid_service_name
 from meshlib.discovery.base import Resolution, Target
 from meshlib.errors import DiscoveryError
 
 __all__ = ["ConsulOptions", "Watch", "WatchSlots", "check_names", "state_row"]
+
+log = logging.getLogger("meshlib.discovery")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -101,6 +105,30 @@ class Watch:
     def count_invalid(self, count: int) -> None:
         self.invalid_entries = count
         self.invalid_entries_total += count
+
+    def reject(self, parsed: ParsedEntries) -> str:
+        """Every entry of the answer is invalid: refuse the whole update, as Envoy rejects a
+        bad config update and keeps serving the last good one. The set is kept, marked stale,
+        and the next query blocks at the new index until the registry changes again. Returns
+        the reason (capped and escaped), also logged and kept as ``last_error``."""
+        self.count_invalid(parsed.rejected_count)
+        self.rejected_updates += 1
+        reasons = "; ".join(parsed.rejected)
+        why = foreign(
+            f"rejected an answer whose {parsed.rejected_count} entries are all invalid: {reasons}"
+        )
+        old = self.resolution
+        log.warning(
+            "Consul answered %s with only invalid entries; %s: %s",
+            self.target,
+            "keeping the last good endpoints" if old is not None else "no endpoints yet",
+            why,
+            extra={"service": str(self.target)},
+        )
+        self.last_error = why
+        if old is not None and not old.stale:
+            self.resolution = self.stale_copy(old)
+        return why
 
     def stale_copy(self, old: Resolution) -> Resolution:
         """``old`` marked stale, dated from the last good answer."""

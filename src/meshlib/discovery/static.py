@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,7 +87,12 @@ def load_static_file(path: Path) -> dict[str, tuple[Endpoint, ...]]:
     """Parse a JSON or TOML endpoints file (by suffix; ``.toml`` is TOML, anything else JSON)."""
     raw = path.read_bytes()
     try:
-        data: object = tomllib.loads(raw.decode()) if path.suffix == ".toml" else json.loads(raw)
+        if path.suffix == ".toml":
+            import tomllib  # only for TOML files: ``import meshlib`` does not pay for it
+
+            data: object = tomllib.loads(raw.decode())
+        else:
+            data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: cannot parse: {exc}") from None
     return parse_services(data, str(path))

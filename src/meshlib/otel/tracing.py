@@ -20,6 +20,7 @@ else; when only an incoming trace is active (no SDK), its context is still propa
 
 from __future__ import annotations
 
+import contextvars
 import urllib.parse
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -39,6 +40,7 @@ __all__ = [
     "SuppressedHTTP",
     "Tracing",
     "attached",
+    "background_context",
     "error_type",
     "incoming_context",
     "redact_url",
@@ -121,6 +123,15 @@ class SuppressedHTTP:
     def __exit__(self, *exc: object) -> None:
         token, self._token = self._token, None
         context.detach(token)  # type: ignore[arg-type]
+
+
+def background_context() -> contextvars.Context:
+    """A fresh ``contextvars.Context`` for meshlib's own background work (Consul watches and
+    heartbeats): none of the caller's span, baggage or other context variables, and HTTP
+    instrumentation suppressed, so its requests neither join a user's trace nor start traces."""
+    ctx = contextvars.Context()
+    ctx.run(context.attach, context.set_value(_SUPPRESS_HTTP, True, context.Context()))
+    return ctx
 
 
 @contextmanager

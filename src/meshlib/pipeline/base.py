@@ -102,6 +102,8 @@ class PipelineBase:
         )
         self._max_replay = settings.retry.max_replay_bytes
         self.budgets: dict[Target, RetryBudget] = {}
+        self.deadline_exceeded: dict[Target, int] = {}
+        """Calls per service that ended in ``DeadlineExceeded`` (for ``mesh_state()``)."""
         self.admission = Admission(settings.limits, self._clock)
         self._inner = inner
         self._native = bool(getattr(inner, "mesh_native", False))
@@ -179,7 +181,13 @@ class PipelineBase:
 
     def mesh_state(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot of services, endpoints, breakers and budgets."""
-        return snapshot(self.router, self.budgets, self.admission.limits)
+        deadlines = {
+            "timeout_s": self.settings.timeout,
+            "per_try_timeout_s": self.settings.per_try_timeout,
+        }
+        return snapshot(
+            self.router, self.budgets, self.admission.limits, deadlines, self.deadline_exceeded
+        )
 
     # -- lifecycle and telemetry hooks -------------------------------------------------------
 

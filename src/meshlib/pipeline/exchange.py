@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from meshlib.classify import Classifier
+from meshlib.errors import DeadlineExceeded
 from meshlib.extensions import ATTEMPT_HEADERS, CONNECT, POLICY
 from meshlib.pipeline.attempt import Attempt, endpoint_url
 from meshlib.pipeline.call import Call
@@ -34,6 +35,7 @@ class Exchange:
     __slots__ = (
         "_classify",
         "_ended",
+        "_exceeded",
         "_extensions",
         "_headers",
         "_https",
@@ -67,6 +69,7 @@ class Exchange:
         self._tracked = pipeline.tracked_stream
         self._ended = False
         self._peer = pipeline.connect_peer(call.service.resolution)
+        self._exceeded = pipeline.deadline_exceeded
         engine, native, over_httpx, mocked = pipeline.engine()
         self.engine: Any = engine
         self._native = native
@@ -180,6 +183,9 @@ class Exchange:
         if self._ended:
             return
         self._ended = True
+        if isinstance(error, DeadlineExceeded):
+            target = self.call.service.target
+            self._exceeded[target] = self._exceeded.get(target, 0) + 1
         try:
             if self.obs is not None:
                 self.obs.finish(response, error)

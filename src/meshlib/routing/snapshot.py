@@ -1,7 +1,8 @@
 """A JSON-serialisable snapshot of what the mesh knows: ``client.mesh_state()``.
 
 Operators need to see what the balancer sees: per service, where its endpoints came from and
-how stale they are, the retry budget's balance and counters, whether panic mode is on; per
+how stale they are, the retry budget's balance and counters, whether panic mode is on, the
+deadlines that bound each call and how many calls ran out of time; per
 endpoint, its Peak-EWMA latency, requests in flight, failure score, success rate, breaker state
 and the time to its next probe. The demo, the CLI and the admin page all read this one shape,
 so it is built here once. Reading it takes no locks on the request path and changes nothing.
@@ -61,8 +62,11 @@ def snapshot(
     router: Router,
     budgets: Mapping[Target, RetryBudget],
     limits: Mapping[Target, Any],
+    deadlines: Mapping[str, float | None] | None = None,
+    exceeded: Mapping[Target, int] | None = None,
 ) -> dict[str, Any]:
-    """Everything about every service used so far, as plain JSON types."""
+    """Everything about every service used so far, as plain JSON types. ``deadlines`` are the
+    configured total and per-try bounds; ``exceeded`` counts calls that ran out of time."""
     now = router.clock.now()
     watches = getattr(router.discovery, "watch_state", None)
     watch = watches() if watches is not None else {}
@@ -88,6 +92,11 @@ def snapshot(
         if str(svc.target) in watch:
             # Consul: the watch's index, consecutive errors and the last one (no secrets).
             entry["discovery"] = watch[str(svc.target)]
+        if deadlines is not None:
+            entry["deadlines"] = {
+                **deadlines,
+                "exceeded": (exceeded or {}).get(svc.target, 0),
+            }
         budget = budgets.get(svc.target)
         if budget is not None:
             entry["budget"] = budget.snapshot()

@@ -18,9 +18,11 @@ the OSS edition):
 * OSS only: no ``Namespace``/``Partition`` fields; ``?ns=``/``?partition=`` other than
   ``default`` answer 400. One datacenter: any other ``?dc=`` answers 500 ``No path to
   datacenter``. No peering (``?peer=`` yields ``[]``), ``?near`` keeps the normal order.
-* Not implemented: sessions (``?acquire``/``?release`` fail like an unknown session), ``/v1/txn``,
-  ``/v1/session``, ``/v1/event``, ``/v1/acl``, ``/v1/query``, ``sidecar_service`` expansion,
-  gzip, ``?cached`` headers, DNS.
+* Sessions (``/v1/session/*``, KV ``?acquire``/``?release``, lock delays, TTLs) follow
+  Consul's rules, but a session is invalidated only by ``destroy`` or its TTL, not by one of
+  its checks turning critical.
+* Not implemented: ``/v1/txn``, ``/v1/event``, ``/v1/acl``, ``/v1/query``, ``sidecar_service``
+  expansion, gzip, ``?cached`` headers, DNS.
 * Connect: a built-in CA (``connect_ca``) with real certificates on the wall clock, one root
   (no cross-signed intermediates on rotation), L4 intentions only; the CA needs
   ``cryptography`` (``meshlib[testing]``), imported on first use.

@@ -1,10 +1,11 @@
-"""The ``/v1/kv/`` endpoint: get (single, ``?recurse``, ``?keys``, ``?raw``), put and delete.
+"""The ``/v1/kv/`` endpoint: get (single, ``?recurse``, ``?keys``, ``?raw``), put and delete,
+and with it the ``/v1/session/`` endpoints whose sessions hold its locks.
 
 Answers follow Consul's ``kvs_endpoint.go``: a missing key is a 404 that still carries
 ``X-Consul-Index`` (so a client can block until the key appears), values are base64 with
 ``null`` for empty, writes answer ``true``/``false`` for check-and-set, and ``?cas=0`` means
-"only if absent". Sessions (``?acquire``/``?release``) are not implemented and fail like an
-unknown session would.
+"only if absent". ``?acquire`` / ``?release`` lock a key for a session (rules in
+``sessions``); an unknown session is a 500 ``Invalid session``.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from .endpoint import Context, Endpoint, Route, check_datacenter, topics
+from .handlers_session import SESSION_ROUTES, reap_expired
 from .render import render_kv
 from .state import TOPIC_KV
 from .wire import HTTPError, Request, Result
@@ -88,10 +90,37 @@ def _put(req: Request, ctx: Context) -> Result:
             "See https://developer.hashicorp.com/docs/agent/config/config-files#kv_max_value_size.",
         )
     if session is not None:
-        raise HTTPError(500, f'Invalid session "{session}"')
+        return _locking(req, ctx, key, session, flags)
     st = ctx.state
     with st.write() as tx:
         ok = st.kv.put(key, req.body, flags=flags, cas=cas, alloc=lambda: tx.index)
+        if ok:
+            tx.tables.add(TOPIC_KV)
+    return Result(ok)
+
+
+def _locking(req: Request, ctx: Context, key: str, session_id: str, flags: int) -> Result:
+    """``?acquire=`` / ``?release=``: ``true`` when the lock was taken or freed, ``false`` when
+    another session holds it, it is in a lock delay, or (release) this session does not hold it."""
+    reap_expired(ctx)
+    st = ctx.state
+    with st.write() as tx:
+        now = st.clock()
+        session = st.sessions.get(session_id, now)
+        if session is None:
+            raise HTTPError(500, f'Invalid session "{session_id}"')
+        if req.has("release"):
+            ok = st.kv.unlock(
+                key, req.body, flags=flags, session=session_id, alloc=lambda: tx.index
+            )
+        else:
+            entry = st.kv.get(key)
+            if entry is not None and entry.session is not None:
+                ok = entry.session == session_id
+            else:
+                ok = not st.sessions.delayed(key, now)
+            if ok:
+                st.kv.lock(key, req.body, flags=flags, session=session_id, alloc=lambda: tx.index)
         if ok:
             tx.tables.add(TOPIC_KV)
     return Result(ok)
@@ -122,4 +151,5 @@ ROUTES = [
         },
         prefix=True,
     ),
+    *SESSION_ROUTES,
 ]

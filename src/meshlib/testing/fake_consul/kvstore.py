@@ -87,8 +87,48 @@ class KVStore:
             create_index=existing.create_index if existing else index,
             modify_index=index,
             lock_index=existing.lock_index if existing else 0,
+            session=existing.session if existing else None,  # a plain write keeps the lock
         )
         self.tombstones.pop(key, None)
+        self.table_index = index
+        return True
+
+    def lock(
+        self, key: str, value: bytes | None, *, flags: int, session: str, alloc: Callable[[], int]
+    ) -> None:
+        """An ``?acquire`` the caller has allowed: a new holder raises the lock index, the
+        holder's own update keeps it."""
+        existing = self.entries.get(key)
+        index = alloc()
+        same = existing is not None and existing.session == session
+        self.entries[key] = KVEntry(
+            key=key,
+            value=value or None,
+            flags=flags,
+            create_index=existing.create_index if existing else index,
+            modify_index=index,
+            lock_index=(existing.lock_index if existing else 0) + (0 if same else 1),
+            session=session,
+        )
+        self.tombstones.pop(key, None)
+        self.table_index = index
+
+    def unlock(
+        self, key: str, value: bytes | None, *, flags: int, session: str, alloc: Callable[[], int]
+    ) -> bool:
+        """``?release``: only the holder frees the key (and sets its value); else False."""
+        existing = self.entries.get(key)
+        if existing is None or existing.session != session:
+            return False
+        index = alloc()
+        self.entries[key] = KVEntry(
+            key=key,
+            value=value or None,
+            flags=flags,
+            create_index=existing.create_index,
+            modify_index=index,
+            lock_index=existing.lock_index,
+        )
         self.table_index = index
         return True
 

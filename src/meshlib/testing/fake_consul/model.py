@@ -220,3 +220,5 @@ class KVEntry:
     create_index: int = 0
     modify_index: int = 0
     lock_index: int = 0
+    session: str | None = None
+    """The session holding the key's lock, if any."""

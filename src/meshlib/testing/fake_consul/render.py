@@ -278,6 +278,7 @@ def render_kv(entry: KVEntry) -> dict[str, Any]:
         "Key": entry.key,
         "Flags": entry.flags,
         "Value": value,
+        **({"Session": entry.session} if entry.session else {}),
         "CreateIndex": entry.create_index,
         "ModifyIndex": entry.modify_index,
     }

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 
 from .kvstore import KVStore
 from .model import CRITICAL, CheckRec, NodeRec, ServiceRec
+from .sessions import SessionStore
 from .tx import (
     TOPIC_ALL,
     TOPIC_CHECKS,
@@ -77,6 +78,7 @@ class State:
         self._ttl_heap: list[tuple[float, int, str, str]] = []
         self._reapable: set[tuple[str, str]] = set()
         self.kv = KVStore()
+        self.sessions = SessionStore(self.kv)
         self.abandon_generation = 0
 
     # ----------------------------------------------------------------- transactions
