@@ -14,6 +14,7 @@ from benchmarks.scenarios import (
     balance,
     consul,
     cpu,
+    inbound,
     otel,
     overhead,
     resilience,
@@ -42,4 +43,5 @@ SCENARIOS: dict[str, ScenarioFn] = {
     consul.CHANGE: consul.run_change,
     consul.OUTAGE: consul.run_outage,
     otel.NAME: otel.run,
+    inbound.NAME: inbound.run,
 }

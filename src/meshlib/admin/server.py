@@ -44,7 +44,8 @@ DEFAULT_ADMIN_ADDR = "127.0.0.1:9990"
 
 @runtime_checkable
 class MeshStateSource(Protocol):
-    """Anything the admin endpoint can show: clients, transports, pipelines."""
+    """Anything the admin endpoint can show: clients, transports, pipelines, and the inbound
+    middlewares (their ``mesh_state()`` has no services and an ``inbound`` section)."""
 
     def mesh_state(self) -> dict[str, Any]: ...
 
@@ -60,7 +61,7 @@ def _as_list(sources: Sources) -> list[MeshStateSource]:
 
 
 def merged_state(sources: Sources) -> dict[str, Any]:
-    """One ``mesh_state()``-shaped document for several clients.
+    """One ``mesh_state()``-shaped document for several clients (and inbound middlewares).
 
     With one source it is exactly that source's ``mesh_state()``. With several, services are
     merged by name; when two clients use the same service, the later one is shown as
@@ -70,13 +71,20 @@ def merged_state(sources: Sources) -> dict[str, Any]:
     if len(items) == 1:
         return items[0].mesh_state()
     services: dict[str, Any] = {}
+    merged: dict[str, Any] = {"services": services}
     for source in items:
-        for name, svc in source.mesh_state().get("services", {}).items():
+        state = source.mesh_state()
+        for name, svc in state.get("services", {}).items():
             key, n = name, 2
             while key in services:
                 key, n = f"{name}#{n}", n + 1
             services[key] = svc
-    return {"services": services}
+        if "inbound" in state:  # an inbound middleware's admission (one per middleware)
+            key, n = "inbound", 2
+            while key in merged:
+                key, n = f"inbound#{n}", n + 1
+            merged[key] = state["inbound"]
+    return merged
 
 
 def parse_admin_addr(addr: str, token: str | None = None) -> tuple[str, int]:

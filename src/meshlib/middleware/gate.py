@@ -77,6 +77,11 @@ class Gate:
         adm = self.admission
         self.metrics = InboundMetrics(lambda: (adm.in_flight, adm.limit))
 
+    def mesh_state(self) -> dict[str, Any]:
+        """``{"services": {}, "inbound": ...}``: the admission's counters and limits, in the
+        shape the admin endpoint merges with the clients' ``mesh_state()``."""
+        return {"services": {}, "inbound": self.admission.snapshot()}
+
     def check(
         self,
         headers: Mapping[str, str],
