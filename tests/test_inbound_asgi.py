@@ -315,3 +315,36 @@ async def test_a_refused_upload_is_not_read_and_the_connection_stays_usable() ->
     assert refused.status_code == 429
     assert after.status_code == 200
     assert app.calls == 2
+
+
+async def test_in_flight_and_limit_gauges_follow_the_middleware(
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    import gc
+
+    gc.collect()  # middlewares of earlier tests must not be counted
+    app = App()
+    mw = meshlib.MeshASGIMiddleware(app, admission=AdmissionPolicy(max_in_flight=3))
+    with asgi_server(mw) as port:
+        async with _client(port) as client:
+            held = asyncio.create_task(client.get("/slow"))
+            await _wait_for(lambda: app.inside == 1)
+            during = _gauges(metric_reader)
+            app.release.set()
+            await held
+            after = _gauges(metric_reader)
+    assert during == {"mesh.server.active_requests": 1, "mesh.server.concurrency_limit": 3}
+    assert after == {"mesh.server.active_requests": 0, "mesh.server.concurrency_limit": 3}
+
+
+def _gauges(reader: InMemoryMetricReader) -> dict[str, int]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    names = ("mesh.server.active_requests", "mesh.server.concurrency_limit")
+    return {
+        m.name: int(m.data.data_points[0].value)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name in names
+    }

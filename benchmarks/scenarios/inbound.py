@@ -4,13 +4,14 @@ Why: an inbound limit is only useful if it holds the application at its rate and
 excess so cheaply that refusing costs the server next to nothing and the caller learns at once.
 A small app answering ``200 ok`` runs behind ``MeshASGIMiddleware`` under uvicorn (and behind
 ``MeshWSGIMiddleware`` under uvicorn's WSGI interface, a thread pool), in its own process; an
-open-loop client (httpx over meshlib's engine, no retries) offers 1,000 req/s. Each worker starts
-a fresh server (stopped by its pid), warms up at the full rate so the bucket's burst is spent,
-then measures:
+open-loop client (a minimal keep-alive asyncio client, no retries) offers 1,000 req/s. Each
+worker starts a fresh server (stopped by its pid), warms up at the full rate so the bucket's
+burst is spent, then measures:
 
 * the application's rate: 200s per second of the measured window (target 100 ± 5 req/s);
 * the latency of the 429s, from send to response, p50 and p99 (target ≤ 1 ms);
-* the latency of the admitted 200s, for context; the same app with no limit is the baseline;
+* the latency of the admitted 200s, for context; the same app with no limit is the baseline,
+  and its 200 latency is the floor of this client, server and machine;
 * the middleware's own CPU per refusal, in process, with no server and no client around it.
 """
 
