@@ -92,6 +92,11 @@ class Gate:
         if not self.active:
             return None
         adm = self.admission
+        # Shedding only (the default): no ticket and no count for a request that passes, so
+        # the middleware costs next to nothing more than before it could shed.
+        passes = budget is None or budget > self.policy.min_deadline
+        if passes and not self.policy.limits:
+            return None
         key = self.caller_key(headers, request) if adm.rate is not None else None
         result = adm.check(key, budget)
         if isinstance(result, Refusal):
