@@ -103,3 +103,26 @@ def test_sync_first_use_and_registration_stay_out_of_traces(
     to_consul = _to_consul(instrumented, fake_consul)
     assert len([s for s in to_consul if s.context.trace_id == trace_id]) <= 1
     assert [s for s in to_consul if s.context.trace_id != trace_id] == []
+
+
+async def test_connect_certificate_watches_and_intention_checks_stay_out_of_traces(
+    instrumented: InMemorySpanExporter, fake_consul: FakeConsul
+) -> None:
+    from meshlib.identity import ConnectIdentity
+
+    identity = ConnectIdentity("users", _settings(fake_consul), authz_ttl=0.05)
+    try:
+        with trace.get_tracer("test").start_as_current_span("handler") as root:
+            identity.wait()
+            server = identity.server()
+            for i in range(3):  # cache misses: each asks the agent's authorize endpoint
+                caller = f"spiffe://{fake_consul.trust_domain}/ns/default/dc/dc1/svc/web{i}"
+                assert server.authorizer.check(caller).allowed
+        fake_consul.reissue_leaf("users")  # wakes the parked leaf watch after the span ended
+        await _until(lambda: identity.watcher.rotations >= 1)
+    finally:
+        identity.close()
+    trace_id = root.get_span_context().trace_id
+    to_consul = _to_consul(instrumented, fake_consul)
+    assert [s for s in to_consul if s.context.trace_id == trace_id] == []
+    assert to_consul == []

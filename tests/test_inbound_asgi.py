@@ -178,8 +178,9 @@ async def test_expired_deadline_is_refused_before_the_app_runs(
     assert fine.status_code == 200
     assert app.calls == 1  # the shed request never reached the application
     assert mw.gate.admission.snapshot()["shed"] == {"deadline": 1}
+    # With shedding only (no limit configured) admitted requests are not counted one by one.
     points = _admission_points(metric_reader)
-    assert points == {("admitted", None): 1, ("shed", "deadline"): 1}
+    assert points == {("shed", "deadline"): 1}
 
 
 async def test_min_deadline_sheds_and_shedding_can_be_turned_off() -> None:
@@ -244,3 +245,107 @@ def _admission_points(reader: InMemoryMetricReader) -> dict[tuple[str, str | Non
                         key = (str(a["mesh.admission.outcome"]), a.get("mesh.admission.reason"))
                         out[(key[0], None if key[1] is None else str(key[1]))] = int(p.value)
     return out
+
+
+async def test_admin_endpoint_shows_inbound_admission_beside_the_clients() -> None:
+    from meshlib.admin import start_admin
+
+    app, clock = App(), ManualClock()
+    mw = meshlib.MeshASGIMiddleware(
+        app, admission=AdmissionPolicy(rate=1, burst=1, max_in_flight=8), clock=clock
+    )
+    with asgi_server(mw) as port:
+        async with meshlib.AsyncMeshClient(
+            discovery=meshlib.StaticDiscovery({"inbound": [f"127.0.0.1:{port}"]}),
+            config=meshlib.MeshConfig(retry=meshlib.RetryPolicy(max_attempts=1)),
+            clock=clock,
+        ) as client:
+            codes = [(await client.get("http://inbound/")).status_code for _ in range(3)]
+            async with await start_admin([client, mw], addr="127.0.0.1:0") as admin:
+                async with httpx.AsyncClient(trust_env=False) as http:
+                    state = (await http.get(f"{admin.url}/mesh/state")).json()
+    assert codes == [200, 429, 429]
+    assert "inbound" in state["services"]  # the client's view is still there
+    assert state["inbound"] == {
+        "admitted": 1,
+        "rejected": {"rate": 2, "concurrency": 0},
+        "shed": {"deadline": 0},
+        "in_flight": 0,
+        "limit": 8,
+        "rate": 1.0,
+        "callers": 1,
+    }
+
+
+async def test_adaptive_limit_shrinks_when_the_app_is_slow_and_then_refuses_sooner() -> None:
+    clock = ManualClock()
+    inside = App()
+
+    async def slow_app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["path"] == "/slow-on-the-clock":
+            clock.advance(0.3)  # three times the latency target, on the limits' clock
+        await inside(scope, receive, send)
+
+    policy = AdmissionPolicy(max_in_flight=4, adaptive=True, latency_target=0.1)
+    mw = meshlib.MeshASGIMiddleware(slow_app, admission=policy, clock=clock)
+    with asgi_server(mw) as port:
+        async with _client(port) as client:
+            assert mw.gate.admission.limit == 4
+            for _ in range(20):
+                assert (await client.get("/slow-on-the-clock")).status_code == 200
+            shrunk = mw.gate.admission.limit
+            held = asyncio.create_task(client.get("/slow"))
+            await _wait_for(lambda: inside.inside == 1)
+            refused = await client.get("/")
+            inside.release.set()
+            assert (await held).status_code == 200
+    assert shrunk == 1  # 4 x 0.9^n, floored at min_in_flight
+    assert refused.status_code == 503
+    assert refused.headers["x-mesh-rejected"] == "concurrency"
+
+
+async def test_a_refused_upload_is_not_read_and_the_connection_stays_usable() -> None:
+    app, clock = App(), ManualClock()
+    mw = meshlib.MeshASGIMiddleware(app, admission=AdmissionPolicy(rate=1, burst=1), clock=clock)
+    with asgi_server(mw) as port:
+        async with _client(port) as client:
+            assert (await client.get("/")).status_code == 200
+            refused = await client.post("/", content=b"x" * 1_000_000)
+            clock.advance(1.0)
+            after = await client.get("/")
+    assert refused.status_code == 429
+    assert after.status_code == 200
+    assert app.calls == 2
+
+
+async def test_in_flight_and_limit_gauges_follow_the_middleware(
+    metric_reader: InMemoryMetricReader,
+) -> None:
+    import gc
+
+    gc.collect()  # middlewares of earlier tests must not be counted
+    app = App()
+    mw = meshlib.MeshASGIMiddleware(app, admission=AdmissionPolicy(max_in_flight=3))
+    with asgi_server(mw) as port:
+        async with _client(port) as client:
+            held = asyncio.create_task(client.get("/slow"))
+            await _wait_for(lambda: app.inside == 1)
+            during = _gauges(metric_reader)
+            app.release.set()
+            await held
+            after = _gauges(metric_reader)
+    assert during == {"mesh.server.active_requests": 1, "mesh.server.concurrency_limit": 3}
+    assert after == {"mesh.server.active_requests": 0, "mesh.server.concurrency_limit": 3}
+
+
+def _gauges(reader: InMemoryMetricReader) -> dict[str, int]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    names = ("mesh.server.active_requests", "mesh.server.concurrency_limit")
+    return {
+        m.name: int(m.data.data_points[0].value)
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name in names
+    }

@@ -15,6 +15,7 @@ from benchmarks.scenarios import (
     consul,
     cpu,
     import_time,
+    inbound,
     otel,
     overhead,
     resilience,
@@ -44,4 +45,5 @@ SCENARIOS: dict[str, ScenarioFn] = {
     consul.OUTAGE: consul.run_outage,
     otel.NAME: otel.run,
     import_time.NAME: import_time.run,
+    inbound.NAME: inbound.run,
 }

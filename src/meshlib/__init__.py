@@ -8,7 +8,7 @@ sidecar. Configuration comes from ``MESH_*`` environment variables (see docs/con
 
 import importlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshlib.accrual.health import AccrualPolicy
 from meshlib.classify import ResponseClass, default_classifier
@@ -27,7 +27,6 @@ from meshlib.errors import (
     NoEndpointsAvailable,
     RateLimited,
 )
-from meshlib.identity import ConnectIdentity, connect_identity
 from meshlib.limit.admission import AdmissionPolicy
 from meshlib.limit.limits import LimitPolicy
 from meshlib.middleware import MeshASGIMiddleware, MeshWSGIMiddleware
@@ -82,13 +81,20 @@ __all__ = [
 __version__ = "0.1.0"
 
 _SUBMODULES = frozenset({"admin", "telemetry", "testing"})
+_LAZY = {"ConnectIdentity": "meshlib.identity", "connect_identity": "meshlib.identity"}
+
+if TYPE_CHECKING:
+    from meshlib.identity import ConnectIdentity, connect_identity
 
 
 def __getattr__(name: str) -> Any:
     """``meshlib.admin`` (and ``telemetry``, ``testing``) after a bare ``import meshlib``: the
-    submodules that the first request does not need are imported on first use."""
+    submodules that the first request does not need are imported on first use, and so is
+    Connect (``connect_identity``), which brings py-consul and the TLS machinery with it."""
     if name in _SUBMODULES:
         return importlib.import_module(f"meshlib.{name}")
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'meshlib' has no attribute {name!r}")
 
 

@@ -39,6 +39,7 @@ _VARIABLES = {
     "budget": "MESH_RETRY_BUDGET_*",
     "accrual": "MESH_ACCRUAL_*",
     "limits": "MESH_RATE_LIMIT, MESH_MAX_IN_FLIGHT",
+    "inbound": "MESH_INBOUND_*",
     "consul": "CONSUL_*",
     "consul_options": "MESH_CONSUL_*, MESH_DISCOVERY_*",
     "registration": "MESH_SERVICE_*",

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import random
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -27,8 +27,10 @@ from meshlib.discovery.static import StaticDiscovery
 from meshlib.engine import AsyncEngine, SyncEngine
 from meshlib.engine.http11 import DEFAULT_LIMITS
 from meshlib.errors import ConfigError
-from meshlib.identity import ConnectIdentity, connect_identity
 from meshlib.pipeline import AsyncMeshPipeline, MeshPipeline
+
+if TYPE_CHECKING:
+    from meshlib.identity import ConnectIdentity
 
 __all__ = ["DEFAULT_LIMITS", "AsyncMeshTransport", "MeshTransport", "discovery_from_config"]
 
@@ -130,6 +132,8 @@ def _identity(config: MeshConfig, inner: Any) -> ConnectIdentity | None:
             "transport=): it checks each server's SPIFFE identity per service called, which "
             "httpx's transport cannot"
         )
+    from meshlib.identity import connect_identity  # py-consul and TLS only when Connect is on
+
     return connect_identity(config)
 
 

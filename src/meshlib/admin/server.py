@@ -44,7 +44,8 @@ DEFAULT_ADMIN_ADDR = "127.0.0.1:9990"
 
 @runtime_checkable
 class MeshStateSource(Protocol):
-    """Anything the admin endpoint can show: clients, transports, pipelines."""
+    """Anything the admin endpoint can show: clients, transports, pipelines, and the inbound
+    middlewares (their ``mesh_state()`` has no services and an ``inbound`` section)."""
 
     def mesh_state(self) -> dict[str, Any]: ...
 
@@ -60,7 +61,7 @@ def _as_list(sources: Sources) -> list[MeshStateSource]:
 
 
 def merged_state(sources: Sources) -> dict[str, Any]:
-    """One ``mesh_state()``-shaped document for several clients.
+    """One ``mesh_state()``-shaped document for several clients (and inbound middlewares).
 
     With one source it is exactly that source's ``mesh_state()``. With several, services are
     merged by name; when two clients use the same service, the later one is shown as
@@ -80,6 +81,11 @@ def merged_state(sources: Sources) -> dict[str, Any]:
             services[key] = svc
         if "connect" in state:  # one identity per process: every client shares it
             merged["connect"] = state["connect"]
+        if "inbound" in state:  # an inbound middleware's admission (one per middleware)
+            key, n = "inbound", 2
+            while key in merged:
+                key, n = f"inbound#{n}", n + 1
+            merged[key] = state["inbound"]
     return merged
 
 

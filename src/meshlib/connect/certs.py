@@ -7,7 +7,8 @@ roots rotate; each new answer becomes a new ``Bundle`` and every subscriber (the
 context, the server's rotating context) gets it, so rotation needs no restart and drops no
 request: connections already open keep the certificate they were set up with. On an error the
 last good bundle is kept and the watch retries with jittered backoff; the first answer is
-awaited for a bounded time and a failure says what the agent answered.
+awaited for a bounded time and a failure says what the agent answered. Everything it asks the
+agent (intention checks included) runs in ``otel.background_context()``, out of users' traces.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from typing import TypeVar
 from meshlib.connect.identity import SpiffeID, parse_spiffe_id
 from meshlib.consul.connect import ConnectAgent, ConnectUnavailable, Leaf, Roots
 from meshlib.consul.parse import foreign
+from meshlib.otel.tracing import background_context
 
 __all__ = ["Bundle", "CertificateWatcher"]
 
@@ -48,6 +50,16 @@ class Bundle:
     @property
     def trust_domain(self) -> str:
         return self.roots.trust_domain
+
+
+def _in_background(
+    coro: Awaitable[T], loop: asyncio.AbstractEventLoop
+) -> concurrent.futures.Future[T]:
+    """Run ``coro`` on ``loop`` in meshlib's background context, not the caller's: the agent's
+    answers are nobody's request, so they must neither join the caller's trace (a certificate
+    watch outlives any request) nor be traced by httpx instrumentation at all."""
+    submit = asyncio.run_coroutine_threadsafe  # the task copies the context current here
+    return background_context().run(submit, coro, loop)  # type: ignore[arg-type]
 
 
 class CertificateWatcher:
@@ -91,10 +103,13 @@ class CertificateWatcher:
             if self._thread is None:
                 loop = self._loop = asyncio.new_event_loop()
                 self._thread = threading.Thread(
-                    target=loop.run_forever, name="meshlib-connect-certs", daemon=True
+                    target=background_context().run,
+                    args=(loop.run_forever,),
+                    name="meshlib-connect-certs",
+                    daemon=True,
                 )
                 self._thread.start()
-                asyncio.run_coroutine_threadsafe(self._spawn(), loop)
+                _in_background(self._spawn(), loop)
         if not wait:
             return self._bundle
         try:
@@ -149,7 +164,7 @@ class CertificateWatcher:
         if self._loop is None:
             self.start()
         assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop)  # type: ignore[arg-type]
+        return _in_background(coro, self._loop)
 
     def subscribe(self, callback: Callable[[Bundle], None]) -> None:
         """``callback(bundle)`` on every change, from the watcher's thread."""

@@ -47,6 +47,11 @@ class MeshASGIMiddleware:
         self.max_deadline = max_deadline
         self.gate = Gate(resolve_policy(admission, config), clock, caller_key)
 
+    def mesh_state(self) -> dict[str, Any]:
+        """What the admin endpoint shows for this middleware: its admission counters and
+        limits (pass the middleware to ``meshlib.admin.start_admin`` beside the clients)."""
+        return self.gate.mesh_state()
+
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope.get("type") != "http":
             await self.app(scope, receive, send)

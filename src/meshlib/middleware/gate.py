@@ -77,6 +77,11 @@ class Gate:
         adm = self.admission
         self.metrics = InboundMetrics(lambda: (adm.in_flight, adm.limit))
 
+    def mesh_state(self) -> dict[str, Any]:
+        """``{"services": {}, "inbound": ...}``: the admission's counters and limits, in the
+        shape the admin endpoint merges with the clients' ``mesh_state()``."""
+        return {"services": {}, "inbound": self.admission.snapshot()}
+
     def check(
         self,
         headers: Mapping[str, str],
@@ -87,6 +92,11 @@ class Gate:
         if not self.active:
             return None
         adm = self.admission
+        # Shedding only (the default): no ticket and no count for a request that passes, so
+        # the middleware costs next to nothing more than before it could shed.
+        passes = budget is None or budget > self.policy.min_deadline
+        if passes and not self.policy.limits:
+            return None
         key = self.caller_key(headers, request) if adm.rate is not None else None
         result = adm.check(key, budget)
         if isinstance(result, Refusal):

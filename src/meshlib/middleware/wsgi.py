@@ -41,6 +41,11 @@ class MeshWSGIMiddleware:
         self.max_deadline = max_deadline
         self.gate = Gate(resolve_policy(admission, config), clock, caller_key)
 
+    def mesh_state(self) -> dict[str, Any]:
+        """What the admin endpoint shows for this middleware: its admission counters and
+        limits (pass the middleware to ``meshlib.admin.start_admin`` beside the clients)."""
+        return self.gate.mesh_state()
+
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         seconds = parse_deadline(environ.get(_WSGI_KEY), cap=self.max_deadline)
         headers = {

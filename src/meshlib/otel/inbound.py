@@ -10,7 +10,8 @@ Instruments (documented in docs/observability.md):
 
 * ``mesh.server.admission`` (counter): one per request that met the middleware's admission, by
   ``mesh.admission.outcome`` (``admitted``, ``rejected``, ``shed``) and, when not admitted,
-  ``mesh.admission.reason`` (``rate``, ``concurrency``, ``deadline``);
+  ``mesh.admission.reason`` (``rate``, ``concurrency``, ``deadline``); ``admitted`` only when a
+  rate or in-flight limit is configured (shedding alone does no per-request bookkeeping);
 * ``mesh.server.active_requests`` (observable up-down counter): admitted requests in the
   application now, over every middleware with an in-flight limit in the process;
 * ``mesh.server.concurrency_limit`` (observable gauge): their in-flight limits, summed (it moves
