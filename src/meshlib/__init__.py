@@ -32,6 +32,7 @@ from meshlib.middleware import MeshASGIMiddleware, MeshWSGIMiddleware
 from meshlib.outbound import outbound
 from meshlib.registration import AsyncRegistrar, Registrar, consul_lifespan
 from meshlib.retry.budget import BudgetPolicy, RetryBudget
+from meshlib.retry.hedge import HedgeBudgetPolicy, HedgePolicy
 from meshlib.retry.policy import RetryPolicy
 from meshlib.scope.context import DEADLINE_HEADER, CallPolicy
 from meshlib.transport import AsyncMeshTransport, MeshTransport
@@ -52,6 +53,8 @@ __all__ = [
     "Discovery",
     "DiscoveryError",
     "Endpoint",
+    "HedgeBudgetPolicy",
+    "HedgePolicy",
     "LimitPolicy",
     "MeshASGIMiddleware",
     "MeshClient",

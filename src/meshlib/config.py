@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -28,37 +27,23 @@ from meshlib.consul.service import ServiceRegistration
 from meshlib.consul.settings import ConsulSettings
 from meshlib.discovery.static import parse_services
 from meshlib.endpoint import Endpoint
+from meshlib.envparse import build as _build
+from meshlib.envparse import parse_bool, parse_duration
+from meshlib.envparse import parse_int as _int
+from meshlib.envparse import parse_number as _number
+from meshlib.envparse import per_service as _per_service
+from meshlib.envparse import shown as _shown
 from meshlib.errors import ConfigError
 from meshlib.limit.limits import LimitPolicy
 from meshlib.pipeline.settings import PipelineSettings
 from meshlib.retry.budget import BudgetPolicy
+from meshlib.retry.hedge import HedgeBudgetPolicy, HedgePolicy, parse_hedge
 from meshlib.retry.policy import RetryPolicy, exponential_wait
 
 __all__ = ["ENGINES", "MeshConfig", "parse_duration"]
 
 ENGINES = ("fast", "httpx")
 _DISCOVERIES = ("static", "consul")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_SECRET_HINTS = ("TOKEN", "AUTH", "PASSWORD", "SECRET")
-
-
-def _shown(name: str, value: str) -> str:
-    """The value as it may appear in an error: secrets are replaced, never echoed."""
-    if any(h in name.upper() for h in _SECRET_HINTS):
-        return "<redacted>"
-    return repr(value)
-
-
-def parse_duration(name: str, value: str) -> float:
-    """Seconds from ``"10"``, ``"0.5"``, ``"250ms"``, ``"10s"``, ``"1m"`` or ``"1h"``."""
-    m = _DURATION.match(value)
-    if not m:
-        raise ConfigError(
-            f"{name}={_shown(name, value)} is not a duration; use seconds (10, 0.5) "
-            "or a number with a unit (250ms, 10s, 1m, 1h)"
-        )
-    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 def _parse_static_endpoints(name: str, value: str) -> dict[str, tuple[Endpoint, ...]]:
@@ -119,6 +104,10 @@ class MeshConfig:
     """Send the remaining deadline to mesh services (``MESH_PROPAGATE_DEADLINE``)."""
     limits: Mapping[str, LimitPolicy] = field(default_factory=dict)
     """Per-service rate and concurrency limits (``MESH_RATE_LIMIT``, ``MESH_MAX_IN_FLIGHT``)."""
+    hedges: Mapping[str, HedgePolicy] = field(default_factory=dict)
+    """Per-service hedged (backup) requests (``MESH_HEDGE``, ``MESH_HEDGE_MIN_DELAY``)."""
+    hedge_budget: HedgeBudgetPolicy = field(default_factory=HedgeBudgetPolicy)
+    """The extra load hedges may add (``MESH_HEDGE_BUDGET_PERCENT``)."""
     consul: ConsulSettings = field(default_factory=ConsulSettings)
     """How to reach Consul (``CONSUL_*``, Go client rules)."""
     consul_options: ConsulOptions = field(default_factory=ConsulOptions)
@@ -183,6 +172,12 @@ class MeshConfig:
         kw["budget"] = _build("MESH_RETRY_BUDGET_*", BudgetPolicy, _budget_kw(env))
         kw["accrual"] = _build("MESH_ACCRUAL_*", AccrualPolicy, _accrual_kw(env))
         kw["limits"] = _limits_from_env(env)
+        kw["hedges"] = _hedges_from_env(env)
+        if "MESH_HEDGE_BUDGET_PERCENT" in env:
+            percent = _number("MESH_HEDGE_BUDGET_PERCENT", env["MESH_HEDGE_BUDGET_PERCENT"])
+            kw["hedge_budget"] = _build(
+                "MESH_HEDGE_BUDGET_PERCENT", HedgeBudgetPolicy, {"percent": percent / 100}
+            )
         if kw["discovery"] == "consul" or env.get("MESH_SERVICE_NAME"):
             kw["consul"] = consul_settings_from_env(env, parse_bool)
         if kw["discovery"] == "consul":
@@ -222,43 +217,6 @@ _BOOLS = {
     "MESH_IDEMPOTENCY_KEY": "idempotency_key",
     "MESH_PROPAGATE_DEADLINE": "propagate_deadline",
 }
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
-def parse_bool(name: str, value: str) -> bool:
-    """``true/false``, ``1/0``, ``yes/no``, ``on/off`` (any case)."""
-    v = value.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise ConfigError(f"{name}={_shown(name, value)} is not a boolean; use true or false")
-
-
-def _int(name: str, value: str) -> int:
-    try:
-        return int(value.strip())
-    except ValueError:
-        raise ConfigError(f"{name}={_shown(name, value)} is not an integer") from None
-
-
-def _number(name: str, value: str) -> float:
-    try:
-        number = float(value.strip().rstrip("%"))
-    except ValueError:
-        raise ConfigError(f"{name}={_shown(name, value)} is not a number") from None
-    if not math.isfinite(number):
-        raise ConfigError(f"{name}={_shown(name, value)} must be finite")
-    return number
-
-
-def _build(names: str, cls: Any, kw: dict[str, Any]) -> Any:
-    """Construct a policy, turning its validation error into a ConfigError naming the variables."""
-    try:
-        return cls(**kw)
-    except ValueError as exc:
-        raise ConfigError(f"{names}: {exc}") from None
 
 
 def _retry_from_env(env: Mapping[str, str]) -> RetryPolicy:
@@ -327,22 +285,6 @@ def _accrual_kw(env: Mapping[str, str]) -> dict[str, Any]:
     return kw
 
 
-def _per_service(name: str, value: str) -> dict[str, str]:
-    """``users=100;orders=20`` → {"users": "100", "orders": "20"}."""
-    out: dict[str, str] = {}
-    for part in value.split(";"):
-        if not part.strip():
-            continue
-        service, sep, setting = part.partition("=")
-        if not sep or not service.strip() or not setting.strip():
-            raise ConfigError(
-                f"{name}: entry {part.strip()!r} must look like service=value; separate "
-                "services with ';' (e.g. users=100;orders=20)"
-            )
-        out[service.strip().lower()] = setting.strip()
-    return out
-
-
 def _limits_from_env(env: Mapping[str, str]) -> dict[str, LimitPolicy]:
     rates = _per_service("MESH_RATE_LIMIT", env.get("MESH_RATE_LIMIT", ""))
     inflight = _per_service("MESH_MAX_IN_FLIGHT", env.get("MESH_MAX_IN_FLIGHT", ""))
@@ -366,6 +308,31 @@ def _limits_from_env(env: Mapping[str, str]) -> dict[str, LimitPolicy]:
             kw["max_in_flight"] = _int("MESH_MAX_IN_FLIGHT", inflight[service])
         limits[service] = _build(f"limits for {service}", LimitPolicy, kw)
     return limits
+
+
+def _hedges_from_env(env: Mapping[str, str]) -> dict[str, HedgePolicy]:
+    """``MESH_HEDGE=users=p99;orders=40ms`` with the floor ``MESH_HEDGE_MIN_DELAY``."""
+    floor = (
+        parse_duration("MESH_HEDGE_MIN_DELAY", env["MESH_HEDGE_MIN_DELAY"])
+        if "MESH_HEDGE_MIN_DELAY" in env
+        else None
+    )
+    hedges: dict[str, HedgePolicy] = {}
+    for service, setting in _per_service("MESH_HEDGE", env.get("MESH_HEDGE", "")).items():
+        try:
+            policy = parse_hedge(setting, what=f"MESH_HEDGE for {service}")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        if policy is None:
+            continue
+        if floor is not None:
+            policy = _build(
+                "MESH_HEDGE_MIN_DELAY",
+                HedgePolicy,
+                {"delay": policy.delay, "quantile": policy.quantile, "min_delay": floor},
+            )
+        hedges[service] = policy
+    return hedges
 
 
 def _one_of(name: str, value: str, accepted: tuple[str, ...]) -> None:

@@ -27,6 +27,7 @@ from meshlib.otel.metrics import MeshMetrics
 from meshlib.otel.tracing import PassThroughSpan, SuppressedHTTP, Tracing
 from meshlib.pipeline.admission import Admission
 from meshlib.pipeline.call import Call, CallSettings
+from meshlib.pipeline.hedging import Hedging
 from meshlib.pipeline.mocking import mocking_active
 from meshlib.pipeline.observe import Observer
 from meshlib.pipeline.settings import PipelineSettings
@@ -98,6 +99,11 @@ class PipelineBase:
         self._max_replay = settings.retry.max_replay_bytes
         self.budgets: dict[Target, RetryBudget] = {}
         self.admission = Admission(settings.limits, self._clock)
+        # Hedging is async-only (the sync driver never races attempts). A call's own
+        # ``hedge=`` turns it on even for a service the configuration does not hedge.
+        self.hedging: Hedging | None = (
+            None if self._sync else Hedging(settings.hedges, settings.hedge_budget, self._clock)
+        )
         self._inner = inner
         self._native = bool(getattr(inner, "mesh_native", False))
         self._passthrough = passthrough
@@ -158,7 +164,8 @@ class PipelineBase:
 
     def mesh_state(self) -> dict[str, Any]:
         """A JSON-serialisable snapshot of services, endpoints, breakers and budgets."""
-        return snapshot(self.router, self.budgets, self.admission.limits)
+        hedges = self.hedging.states if self.hedging is not None else {}
+        return snapshot(self.router, self.budgets, self.admission.limits, hedges)
 
     # -- lifecycle and telemetry hooks -------------------------------------------------------
 

@@ -16,6 +16,7 @@ from meshlib.pipeline.attempt import TrackedAsyncStream, TrackedSyncStream
 from meshlib.pipeline.base import PipelineBase
 from meshlib.pipeline.call import Call
 from meshlib.pipeline.exchange import Exchange
+from meshlib.pipeline.race import Race
 from meshlib.retry.replay import buffer_async, buffer_sync
 
 __all__ = ["AsyncMeshPipeline", "MeshPipeline"]
@@ -41,10 +42,14 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
             ex.release = await self._admit(ex.call)
             if ex.call.wants_replay:
                 ex.call.replayable = await buffer_async(request, self._max_replay)
+            race = self._race(ex)
             while True:
                 attempt = ex.begin()
                 try:
-                    if ex.suppress is None:
+                    if race is not None:
+                        response = await race.run(attempt)
+                        attempt = race.attempt or attempt
+                    elif ex.suppress is None:
                         response = await ex.engine.handle_async_request(request)
                     else:
                         with ex.suppress:
@@ -59,11 +64,14 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
                     response = None
                 except Exception as exc:
                     response = None
+                    if race is not None:
+                        attempt = race.attempt or attempt
                     delay = ex.failed(attempt, exc)
                 except BaseException:
                     attempt.cancel()
                     raise
                 finally:
+                    race = None
                     ex.restore()
                 if delay > 0:
                     await self._clock.sleep(delay)
@@ -72,6 +80,22 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
             raise
         finally:
             ex.end(response, None)
+
+    def _race(self, ex: Exchange) -> Race | None:
+        """The hedged race for this call's first attempt, or None when it is not hedged."""
+        hedging = self.hedging
+        if hedging is None:
+            return None
+        policy = hedging.policy(ex.call)
+        if policy is None:
+            return None
+        state = hedging.state(ex.call.service.target, policy)
+        state.budget.deposit()
+        ex.hedge = state
+        delay = hedging.delay(policy, state)
+        if delay is None or len(ex.call.service.eps.states) < 2:
+            return None
+        return Race(self, ex, state, delay, self._clock)
 
     async def _admit(self, call: Call) -> Callable[[], None] | None:
         ticket = self.admission.enter(call)
@@ -95,7 +119,10 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
 
 
 class MeshPipeline(PipelineBase, httpx.BaseTransport):
-    """The sync pipeline: the same steps as ``AsyncMeshPipeline`` for WSGI services."""
+    """The sync pipeline: the same steps as ``AsyncMeshPipeline`` for WSGI services.
+
+    It never hedges: a backup would need a second thread per call and a way to abandon a
+    blocking send part-way, and the sync engine has neither (docs/hedging.md)."""
 
     tracked_stream = TrackedSyncStream
     _sync = True

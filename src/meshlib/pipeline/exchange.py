@@ -19,6 +19,7 @@ from meshlib.classify import Classifier
 from meshlib.extensions import ATTEMPT_HEADERS, POLICY
 from meshlib.pipeline.attempt import Attempt, endpoint_url
 from meshlib.pipeline.call import Call
+from meshlib.pipeline.hedging import HedgeState
 from meshlib.pipeline.observe import CallObservation
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class Exchange:
         "_url",
         "call",
         "engine",
+        "hedge",
         "obs",
         "release",
         "request",
@@ -59,6 +61,8 @@ class Exchange:
         self._classify: Classifier = pipeline.classify
         self._tracked = pipeline.tracked_stream
         self._ended = False
+        self.hedge: HedgeState | None = None
+        """The service's hedge state when this call may hedge (its latencies are recorded)."""
         engine, native, over_httpx = pipeline.engine()
         self.engine: Any = engine
         self._native = native
@@ -94,6 +98,57 @@ class Exchange:
         request.url = endpoint_url(self._url, ep.host, ep.port)
         return attempt
 
+    def begin_hedge(self) -> tuple[Attempt, httpx.Request]:
+        """A backup attempt on another endpoint, on a copy of the request (the original is
+        still in flight on the first endpoint and must not change under it)."""
+        original = self.request
+        copy = httpx.Request(
+            original.method,
+            self._url,
+            headers=self._headers,
+            stream=original.stream,
+            extensions=self._extensions,
+        )
+        self.request = self.call.request = copy
+        try:
+            attempt = self.begin()
+        finally:
+            self.request = self.call.request = original
+        return attempt, copy
+
+    def discard(
+        self, attempt: Attempt, response: httpx.Response | None, exc: Exception | None
+    ) -> None:
+        """A hedged attempt failed while the other may still answer: judge it (accrual, load,
+        telemetry) without deciding a retry; the race goes on with the other attempt. The
+        caller closes ``response``."""
+        call = self.call
+        if response is not None:
+            if self.obs is not None:
+                self.obs.response(attempt, response)
+            attempt.klass = self._classify(call.request, response, None)
+            call.history.append(
+                f"#{attempt.number + 1} {attempt.state.address}: {response.status_code}"
+            )
+        else:
+            assert exc is not None
+            if self.obs is not None:
+                self.obs.error(attempt, exc)
+            attempt.klass = self._classify(call.request, None, exc)
+            call.history.append(
+                f"#{attempt.number + 1} {attempt.state.address}: {type(exc).__name__}"
+            )
+
+    def loses(self, attempt: Attempt) -> None:
+        """A hedged attempt lost the race: its span ends cancelled, and it is charged nothing."""
+        if self.obs is not None:
+            self.obs.cancelled(attempt)
+        attempt.cancel()
+
+    def is_failure(self, response: httpx.Response) -> bool:
+        """True when a hedged race should wait for the other attempt rather than take this."""
+        return self._classify(self.call.request, response, None).failure
+
     def restore(self) -> None:
         """Undo the attempt's changes, so nothing mesh-specific follows a redirect out of the
         mesh (httpx builds the next hop from this request, extensions and all) and the caller
@@ -107,6 +162,8 @@ class Exchange:
         """An attempt got a response: the delay before a retry, or None to return it."""
         if self.obs is not None:
             self.obs.response(attempt, response)
+        if self.hedge is not None:
+            self.hedge.window.record(attempt.elapsed())
         delay = self.call.after_response(attempt, response, self._classify)
         if delay is not None and self.obs is not None:
             self.obs.retrying(delay, self.call.reason)

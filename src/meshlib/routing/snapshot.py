@@ -59,6 +59,7 @@ def snapshot(
     router: Router,
     budgets: Mapping[Target, RetryBudget],
     limits: Mapping[Target, Any],
+    hedges: Mapping[Target, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything about every service used so far, as plain JSON types."""
     now = router.clock.now()
@@ -98,5 +99,8 @@ def snapshot(
                 "in_flight": lim.concurrency.in_flight if lim.concurrency else None,
                 "concurrency_refused": lim.concurrency.refused if lim.concurrency else 0,
             }
+        hedge = hedges.get(svc.target) if hedges else None
+        if hedge is not None:
+            entry["hedge"] = hedge.snapshot()
         services[str(svc.target)] = entry
     return {"services": services}
