@@ -27,6 +27,7 @@ from meshlib.errors import (
     NoEndpointsAvailable,
     RateLimited,
 )
+from meshlib.limit.adaptive import AdaptivePolicy
 from meshlib.limit.limits import LimitPolicy
 from meshlib.middleware import MeshASGIMiddleware, MeshWSGIMiddleware
 from meshlib.outbound import outbound
@@ -40,6 +41,7 @@ from meshlib.transport import AsyncMeshTransport, MeshTransport
 __all__ = [
     "DEADLINE_HEADER",
     "AccrualPolicy",
+    "AdaptivePolicy",
     "AsyncMeshClient",
     "AsyncMeshTransport",
     "AsyncRegistrar",

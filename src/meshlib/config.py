@@ -34,6 +34,7 @@ from meshlib.envparse import parse_number as _number
 from meshlib.envparse import per_service as _per_service
 from meshlib.envparse import shown as _shown
 from meshlib.errors import ConfigError
+from meshlib.limit.adaptive import AdaptivePolicy
 from meshlib.limit.limits import LimitPolicy
 from meshlib.pipeline.settings import PipelineSettings
 from meshlib.retry.budget import BudgetPolicy
@@ -296,9 +297,12 @@ def _limits_from_env(env: Mapping[str, str]) -> dict[str, LimitPolicy]:
         if "MESH_LIMIT_MAX_WAIT" in env
         else 1.0
     )
+    adaptive = _per_service("MESH_ADAPTIVE_CONCURRENCY", env.get("MESH_ADAPTIVE_CONCURRENCY", ""))
     limits: dict[str, LimitPolicy] = {}
-    for service in sorted(set(rates) | set(inflight)):
+    for service in sorted(set(rates) | set(inflight) | set(adaptive)):
         kw: dict[str, Any] = {"wait": wait, "max_wait": max_wait}
+        if service in adaptive:
+            kw["adaptive"] = _adaptive(service, adaptive[service])
         if service in rates:
             rate, _, burst = rates[service].partition(":")
             kw["rate"] = _number("MESH_RATE_LIMIT", rate.removesuffix("/s"))
@@ -308,6 +312,28 @@ def _limits_from_env(env: Mapping[str, str]) -> dict[str, LimitPolicy]:
             kw["max_in_flight"] = _int("MESH_MAX_IN_FLIGHT", inflight[service])
         limits[service] = _build(f"limits for {service}", LimitPolicy, kw)
     return limits
+
+
+def _adaptive(service: str, value: str) -> AdaptivePolicy | None:
+    """``on``, ``off`` or ``min:max`` bounds of the adaptive limit (it starts at 20, clamped)."""
+    name = f"MESH_ADAPTIVE_CONCURRENCY for {service}"
+    v = value.strip().lower()
+    if v in ("on", "true", "yes", "1"):
+        return AdaptivePolicy()
+    if v in ("off", "false", "no", "0"):
+        return None
+    low, sep, high = v.partition(":")
+    if not sep:
+        raise ConfigError(
+            f"{name}={_shown(name, value)} is not accepted; use on, off or min:max "
+            "(e.g. users=on;orders=5:200)"
+        )
+    lo, hi = _int(name, low), _int(name, high)
+    initial = min(max(AdaptivePolicy().initial, lo), hi)
+    policy: AdaptivePolicy = _build(
+        name, AdaptivePolicy, {"min_limit": lo, "max_limit": hi, "initial": initial}
+    )
+    return policy
 
 
 def _hedges_from_env(env: Mapping[str, str]) -> dict[str, HedgePolicy]:

@@ -1,8 +1,14 @@
-"""Per-service outbound limits: a token-bucket rate limit and a concurrency bulkhead.
+"""Per-service outbound limits: a token-bucket rate limit, a concurrency bulkhead and an
+adaptive concurrency limit (Vegas, ``adaptive``).
 
 Imports L0 modules only: L1.
 """
 
+from meshlib.limit.adaptive import (
+    AdaptiveLimit,
+    AdaptivePolicy,
+    Permit,
+)
 from meshlib.limit.limits import (
     ConcurrencyLimit,
     LimitPolicy,
@@ -10,7 +16,10 @@ from meshlib.limit.limits import (
 )
 
 __all__ = [
+    "AdaptiveLimit",
+    "AdaptivePolicy",
     "ConcurrencyLimit",
     "LimitPolicy",
+    "Permit",
     "RateLimit",
 ]

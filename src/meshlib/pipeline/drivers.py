@@ -14,7 +14,6 @@ import httpx
 
 from meshlib.pipeline.attempt import TrackedAsyncStream, TrackedSyncStream
 from meshlib.pipeline.base import PipelineBase
-from meshlib.pipeline.call import Call
 from meshlib.pipeline.exchange import Exchange
 from meshlib.pipeline.race import Race
 from meshlib.retry.replay import buffer_async, buffer_sync
@@ -39,7 +38,7 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
         ex = Exchange(self, request, self.call(request, service))
         response: httpx.Response | None = None
         try:
-            ex.release = await self._admit(ex.call)
+            ex.release = await self._admit(ex)
             if ex.call.wants_replay:
                 ex.call.replayable = await buffer_async(request, self._max_replay)
             race = self._race(ex)
@@ -97,18 +96,22 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
             return None
         return Race(self, ex, state, delay, self._clock)
 
-    async def _admit(self, call: Call) -> Callable[[], None] | None:
+    async def _admit(self, ex: Exchange) -> Callable[[], None] | None:
+        call = ex.call
         ticket = self.admission.enter(call)
         if ticket is None:
             return None
-        if ticket.wait > 0:
-            await self._clock.sleep(ticket.wait)
-        slot = ticket.slot
-        if slot is None:
-            return None
-        if not await slot.acquire(ticket.slot_wait):
-            raise self.admission.refused(call, slot)
-        return slot.release
+        ex.permit = ticket.permit
+        try:
+            if ticket.wait > 0:
+                await self._clock.sleep(ticket.wait)
+            slot = ticket.slot
+            if slot is not None and not await slot.acquire(ticket.slot_wait):
+                raise self.admission.refused(call, slot)
+        except BaseException:
+            ticket.abandon()
+            raise
+        return ticket.release(slot is not None)
 
     async def aclose(self) -> None:
         self._metrics.close()
@@ -138,7 +141,7 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
         ex = Exchange(self, request, self.call(request, service))
         response: httpx.Response | None = None
         try:
-            ex.release = self._admit(ex.call)
+            ex.release = self._admit(ex)
             if ex.call.wants_replay:
                 ex.call.replayable = buffer_sync(request, self._max_replay)
             while True:
@@ -173,18 +176,22 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
         finally:
             ex.end(response, None)
 
-    def _admit(self, call: Call) -> Callable[[], None] | None:
+    def _admit(self, ex: Exchange) -> Callable[[], None] | None:
+        call = ex.call
         ticket = self.admission.enter(call)
         if ticket is None:
             return None
-        if ticket.wait > 0:
-            self._clock.sleep_sync(ticket.wait)
-        slot = ticket.slot
-        if slot is None:
-            return None
-        if not slot.acquire_sync(ticket.slot_wait):
-            raise self.admission.refused(call, slot)
-        return slot.release
+        ex.permit = ticket.permit
+        try:
+            if ticket.wait > 0:
+                self._clock.sleep_sync(ticket.wait)
+            slot = ticket.slot
+            if slot is not None and not slot.acquire_sync(ticket.slot_wait):
+                raise self.admission.refused(call, slot)
+        except BaseException:
+            ticket.abandon()
+            raise
+        return ticket.release(slot is not None)
 
     def close(self) -> None:
         self._metrics.close()

@@ -17,6 +17,7 @@ import httpx
 
 from meshlib.classify import Classifier
 from meshlib.extensions import ATTEMPT_HEADERS, POLICY
+from meshlib.limit.adaptive import Permit
 from meshlib.pipeline.attempt import Attempt, endpoint_url
 from meshlib.pipeline.call import Call
 from meshlib.pipeline.hedging import HedgeState
@@ -44,6 +45,7 @@ class Exchange:
         "engine",
         "hedge",
         "obs",
+        "permit",
         "release",
         "request",
         "suppress",
@@ -54,6 +56,8 @@ class Exchange:
         self.call = call
         self.obs: CallObservation | None = pipeline.observer.begin(call, request.url)
         self.release: Callable[[], None] | None = None
+        self.permit: Permit | None = None
+        """The adaptive concurrency limit's permit, told at the end whether the call dropped."""
         self._url = request.url
         self._extensions = request.extensions
         self._headers = request.headers
@@ -202,6 +206,24 @@ class Exchange:
             if self.obs is not None:
                 self.obs.finish(response, error)
         finally:
+            if self.permit is not None:
+                _judge(self.permit, response, error)
             if self.release is not None:
                 self.release()
                 self.release = None
+
+
+_OVERLOADED = frozenset({429, 503})
+
+
+def _judge(permit: Permit, response: httpx.Response | None, error: BaseException | None) -> None:
+    """Tell the adaptive limit how the call went: a timeout or an overloaded answer is a drop
+    (the limit shrinks); any other error says nothing about the service's queue, so the call
+    is not measured (a fast failure would pass for a fast service)."""
+    if error is not None:
+        if isinstance(error, httpx.TimeoutException):
+            permit.dropped = True
+        else:
+            permit.ignored = True
+    elif response is not None and response.status_code in _OVERLOADED:
+        permit.dropped = True

@@ -99,6 +99,8 @@ def snapshot(
                 "in_flight": lim.concurrency.in_flight if lim.concurrency else None,
                 "concurrency_refused": lim.concurrency.refused if lim.concurrency else 0,
             }
+            if lim.adaptive is not None:
+                entry["limits"]["adaptive"] = lim.adaptive.snapshot()
         hedge = hedges.get(svc.target) if hedges else None
         if hedge is not None:
             entry["hedge"] = hedge.snapshot()
