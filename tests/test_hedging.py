@@ -1,9 +1,10 @@
 """Hedged (backup) requests end to end on loopback: who wins, what is cancelled, what it costs.
 
 The clock is a ``ManualClock``: a hedge timer's sleep returns after one turn of the event loop,
-so every call whose original has not answered within that turn is hedged. The upstreams run in
-the test's own loop and take several turns to answer, so "slow" needs no real waiting, and a
-replica that never answers (``hang``) is the stall.
+and the race then gives an answer already on its way three more turns, so every call whose
+original has not answered by then is hedged. The upstreams run in the test's own loop and add a
+few milliseconds of latency, which is many turns, so "slow" needs no long waits, and a replica
+that never answers (``hang``) is the stall.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import random
 
+import httpx
 import pytest
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -58,7 +60,7 @@ async def _wait_closed(up: Upstream) -> None:
 async def test_a_hedge_wins_against_a_stalled_replica_and_the_loser_is_cancelled() -> None:
     async with (
         Upstream(UpstreamBehaviour(name="stalled", hang=True)) as stalled,
-        Upstream(UpstreamBehaviour(name="fast", body=b"fast")) as fast,
+        Upstream(UpstreamBehaviour(name="fast", body=b"fast", latency=0.005)) as fast,
     ):
         async with _client([stalled.port, fast.port]) as client:
             # The caller does not wait for the loser: a stalled attempt left running would hold
@@ -180,7 +182,7 @@ async def test_hedges_are_marked_in_spans_and_counted_in_metrics(
 ) -> None:
     async with (
         Upstream(UpstreamBehaviour(name="stalled", hang=True)) as stalled,
-        Upstream(UpstreamBehaviour(name="fast")) as fast,
+        Upstream(UpstreamBehaviour(name="fast", latency=0.005)) as fast,
     ):
         async with _client([stalled.port, fast.port]) as client:
             r = await client.get("http://users/")
@@ -211,8 +213,10 @@ async def test_hedges_are_marked_in_spans_and_counted_in_metrics(
 
 async def test_a_failed_attempt_waits_for_the_other_instead_of_winning() -> None:
     async with (
-        Upstream(UpstreamBehaviour(name="broken", fail_fraction=1.0, fail_status=503)) as broken,
-        Upstream(UpstreamBehaviour(name="slow", latency=0.02, body=b"slow")) as slow,
+        Upstream(
+            UpstreamBehaviour(name="broken", latency=0.01, fail_fraction=1.0, fail_status=503)
+        ) as broken,
+        Upstream(UpstreamBehaviour(name="slow", latency=0.03, body=b"slow")) as slow,
     ):
         async with _client([broken.port, slow.port]) as client:
             for _ in range(4):
@@ -330,3 +334,35 @@ def test_hedge_configuration_from_the_environment() -> None:
         meshlib.MeshConfig.from_env({"MESH_HEDGE": "users=sometimes"})
     with pytest.raises(meshlib.ConfigError, match="MESH_HEDGE_BUDGET_PERCENT"):
         meshlib.MeshConfig.from_env({"MESH_HEDGE_BUDGET_PERCENT": "0"})
+
+
+class _TurnsTransport(httpx.AsyncBaseTransport):
+    """An inner transport (pure logic, no network) that answers after ``turns`` loop turns."""
+
+    def __init__(self, turns: int) -> None:
+        self.turns = turns
+        self.sent = 0
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        self.sent += 1
+        for _ in range(self.turns):
+            await asyncio.sleep(0)
+        return httpx.Response(200, content=b"ok")
+
+
+@pytest.mark.parametrize(("turns", "hedged"), [(1, False), (2, False), (50, True)])
+async def test_no_backup_for_an_answer_that_has_already_arrived(turns: int, hedged: bool) -> None:
+    # The manual clock's timer fires after one turn; an answer that needs only a turn or two
+    # more was already on its way and gets no backup, one that needs many does.
+    inner = _TurnsTransport(turns)
+    async with meshlib.AsyncMeshClient(
+        discovery=meshlib.StaticDiscovery({"users": ["127.0.0.1:1", "127.0.0.1:2"]}),
+        config=meshlib.MeshConfig(hedges={"users": HedgePolicy(delay=0.05)}, hedge_budget=ALL),
+        clock=ManualClock(),
+        transport=inner,
+    ) as client:
+        for _ in range(5):
+            assert (await client.get("http://users/")).status_code == 200
+        sent = client.mesh_state()["services"]["users"]["hedge"]["sent"]
+    assert sent == (5 if hedged else 0)
+    assert inner.sent == 5 + sent

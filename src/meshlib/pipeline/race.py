@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 __all__ = ["Race"]
 
 _Task = asyncio.Task[httpx.Response]
+_READY_TURNS = 3
 
 
 class Race:
@@ -74,6 +75,8 @@ class Race:
             timer.cancel()
             await self.abandon()
             raise
+        if not original.done():
+            await _settle_ready(original)
         if original.done():
             timer.cancel()
             self._tasks.clear()
@@ -171,6 +174,17 @@ class Race:
             if not task.cancelled() and task.exception() is None:
                 await _close(task.result())
             self._ex.loses(attempt)
+
+
+async def _settle_ready(task: _Task) -> None:
+    """Give an answer that has already arrived the turns it needs to finish (the socket read,
+    then the task's step), so that no backup is sent for it: after the process was descheduled
+    for a moment, the hedge timers of every call in flight expire together with their answers
+    waiting on the sockets, and each backup would be spent on a call that was not slow."""
+    for _ in range(_READY_TURNS):
+        await asyncio.sleep(0)
+        if task.done():
+            return
 
 
 async def _close(response: Any) -> None:

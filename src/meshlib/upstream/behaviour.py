@@ -133,17 +133,22 @@ class UpstreamStats:
 class ServiceQueue:
     """The delay of each reply: the behaviour's latency, a slow draw's extra, and, with a
     bounded ``capacity``, the wait for the one server (a FIFO queue, ``1 / capacity`` seconds
-    per request)."""
+    per request). A new behaviour (``set_behaviour``, ``POST /control``) starts with an empty
+    queue, so one measurement's backlog never spills into the next."""
 
-    __slots__ = ("_free_at",)
+    __slots__ = ("_behaviour", "_free_at")
 
     def __init__(self) -> None:
         self._free_at = 0.0
+        self._behaviour: UpstreamBehaviour | None = None
 
     def delay(self, b: UpstreamBehaviour, slow: bool) -> float:
         delay = b.latency + b.slow_extra if slow else b.latency
         if b.capacity <= 0.0:
             return delay
+        if b is not self._behaviour:
+            self._behaviour = b
+            self._free_at = 0.0
         now = time.monotonic()
         done = max(now, self._free_at) + 1.0 / b.capacity
         self._free_at = done
