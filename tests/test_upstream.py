@@ -393,7 +393,11 @@ async def test_bounded_capacity_queues_requests_in_arrival_order() -> None:
             # A new behaviour starts with an empty queue: with ten requests queued (200 ms of
             # work), the next one after the change is served within one request's time.
             backlog = [asyncio.ensure_future(one()) for _ in range(10)]
-            await asyncio.sleep(0.03)
+            for _ in range(100):  # bounded: until all ten have arrived (and queued)
+                if up.stats().total == 20:
+                    break
+                await asyncio.sleep(0.002)
+            assert up.stats().total == 20
             up.set_behaviour(UpstreamBehaviour(name="busy", capacity=50))
             t = time.monotonic()
             await client.get("/")
