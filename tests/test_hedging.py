@@ -209,6 +209,8 @@ async def test_hedges_are_marked_in_spans_and_counted_in_metrics(
     ]
     assert sum(p.value for p in points) == 1
     assert {p.attributes["mesh.hedge.outcome"] for p in points} <= {"won", "lost"}
+    # The cancelled loser left the active-requests count, as every attempt does.
+    assert set(client.mesh._metrics.in_flight.values()) == {0}
 
 
 async def test_a_failed_attempt_waits_for_the_other_instead_of_winning() -> None:
@@ -244,13 +246,14 @@ async def test_a_cancelled_caller_cancels_both_attempts() -> None:
             assert all(p.open == 0 for p in client.mesh._inner._pools.values())
 
 
-def test_the_sync_client_never_hedges() -> None:
+def test_the_sync_client_never_hedges(caplog: pytest.LogCaptureFixture) -> None:
     a = UpstreamThread(UpstreamBehaviour(name="a", latency=0.01))
     b = UpstreamThread(UpstreamBehaviour(name="b", latency=0.01))
     a.start()
     b.start()
     try:
         config = meshlib.MeshConfig(hedges={"users": HedgePolicy(delay=0.001)}, hedge_budget=ALL)
+        caplog.set_level("INFO", logger="meshlib.hedging")
         with meshlib.MeshClient(
             discovery=meshlib.StaticDiscovery(
                 {"users": [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]}
@@ -261,6 +264,8 @@ def test_the_sync_client_never_hedges() -> None:
                 client.get("http://users/")
             assert "hedge" not in client.mesh_state()["services"]["users"]
         assert a.stats().total + b.stats().total == 5
+        # Said once, where the operator looks, rather than ignored in silence.
+        assert "the sync MeshClient does not hedge" in caplog.text
     finally:
         a.stop()
         b.stop()
@@ -294,6 +299,8 @@ def test_quantile_delay_needs_samples_and_has_a_floor() -> None:
         state.window.record(0.030)
     assert Hedging.delay(policy, state) == pytest.approx(0.030)
     assert Hedging.delay(HedgePolicy(delay=0.2), state) == 0.2
+    # A policy's own quantile reads the same window: p50 of 40 x 1 ms and 40 x 30 ms.
+    assert Hedging.delay(HedgePolicy(quantile=0.5, min_delay=0), state) == pytest.approx(0.001)
 
 
 def test_default_quantile_is_one_minus_the_budget() -> None:

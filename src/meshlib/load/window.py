@@ -4,7 +4,8 @@ Finagle's ``BackupRequestFilter`` sends its backup once the original has outlive
 the latencies it saw recently. The quantile has to follow the service as it changes, cost next
 to nothing per call and never grow, so the window is a ring of the last ``size`` samples and the
 quantile is recomputed from it (one sort of at most ``size`` floats) only every ``every``
-samples; between recomputations the cached value is served. Not locked: a sample written while
+samples; between recomputations the sorted copy is kept, so any quantile (a call may ask for
+its own) is one index away. Not locked: a sample written while
 the quantile is being recomputed changes one slot of the ring, which a quantile tolerates.
 """
 
@@ -16,9 +17,10 @@ __all__ = ["LatencyWindow"]
 
 
 class LatencyWindow:
-    """The last ``size`` latencies (seconds) and a cached quantile over them."""
+    """The last ``size`` latencies (seconds) and cached quantiles over them; ``quantile`` is
+    the one asked for by default."""
 
-    __slots__ = ("_cached", "_dirty", "_every", "_next", "_ring", "_size", "count", "quantile")
+    __slots__ = ("_dirty", "_every", "_next", "_ring", "_size", "_sorted", "count", "quantile")
 
     def __init__(self, quantile: float, *, size: int = 1000, every: int = 32) -> None:
         if not 0.0 < quantile < 1.0:
@@ -30,7 +32,7 @@ class LatencyWindow:
         self._next = 0
         self._every = every
         self._dirty = 0
-        self._cached: float | None = None
+        self._sorted: list[float] | None = None
         self.count = 0
         """Samples recorded since the start (not only those still in the window)."""
         self._size = size
@@ -47,16 +49,17 @@ class LatencyWindow:
         self.count += 1
         self._dirty += 1
         if self._dirty >= self._every:
-            self._cached = None
+            self._sorted = None
 
-    def value(self, min_samples: int = 1) -> float | None:
-        """The quantile of the window, or None with fewer than ``min_samples`` samples."""
+    def value(self, min_samples: int = 1, quantile: float | None = None) -> float | None:
+        """``quantile`` (default: the window's own) of the recent latencies, by nearest rank;
+        None with fewer than ``min_samples`` samples."""
         ring = self._ring
         if len(ring) < min_samples or not ring:
             return None
-        if self._cached is None:
-            ordered = sorted(ring)
-            index = min(len(ordered) - 1, max(0, math.ceil(self.quantile * len(ordered)) - 1))
-            self._cached = ordered[index]
+        ordered = self._sorted
+        if ordered is None:
+            ordered = self._sorted = sorted(ring)
             self._dirty = 0
-        return self._cached
+        q = self.quantile if quantile is None else quantile
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]

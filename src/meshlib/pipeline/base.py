@@ -12,6 +12,7 @@ every attempt. The engine itself is chosen by ``meshlib.transport``; this layer 
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -37,6 +38,8 @@ from meshlib.routing.router import Router, ServiceState
 from meshlib.routing.snapshot import snapshot
 
 __all__ = ["PipelineBase"]
+
+log = logging.getLogger("meshlib.hedging")
 
 
 class PipelineBase:
@@ -104,6 +107,12 @@ class PipelineBase:
         self.hedging: Hedging | None = (
             None if self._sync else Hedging(settings.hedges, settings.hedge_budget, self._clock)
         )
+        if self._sync and settings.hedges:
+            log.info(
+                "hedged requests are configured for %s, but the sync MeshClient does not "
+                "hedge; use AsyncMeshClient for them (docs/tail-latency.md)",
+                ", ".join(sorted(settings.hedges)),
+            )
         self._inner = inner
         self._native = bool(getattr(inner, "mesh_native", False))
         self._passthrough = passthrough

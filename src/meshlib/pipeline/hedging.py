@@ -67,6 +67,8 @@ class Hedging:
 
     def policy(self, call: Call) -> HedgePolicy | None:
         """The call's hedge policy, or None when it is not to be hedged."""
+        if call.policy is None and not self._policies:
+            return None  # the usual call: nothing hedges
         own = call.policy.hedge if call.policy is not None else None
         service = self._policies.get(call.service.target.service)
         if own is False:
@@ -81,6 +83,8 @@ class Hedging:
         return chosen
 
     def state(self, target: Target, policy: HedgePolicy) -> HedgeState:
+        """The service's state, built on its first hedged call; the window's own quantile
+        (shown in ``mesh_state()``) is that first policy's, or ``1 - percent``."""
         found = self.states.get(target)
         if found is None:
             quantile = policy.quantile
@@ -100,10 +104,10 @@ class Hedging:
     @staticmethod
     def delay(policy: HedgePolicy, state: HedgeState) -> float | None:
         """Seconds after the original attempt to send the backup; None while the quantile has
-        too few samples to be trusted."""
+        too few samples to be trusted. A policy's own quantile wins over the service's."""
         if policy.delay is not None:
             return policy.delay
-        q = state.window.value(policy.min_samples)
+        q = state.window.value(policy.min_samples, policy.quantile)
         if q is None:
             return None
         return max(policy.min_delay, q)
