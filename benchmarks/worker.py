@@ -20,6 +20,7 @@ from benchmarks.otel_worker import otel_api_check, otel_closed, otel_hooks, otel
 from benchmarks.overhead_worker import mesh_layer_loop
 from benchmarks.resilience_worker import consul_change, consul_idle, consul_outage, mesh_open_loop
 from benchmarks.scale_worker import scale_memory, scale_pick
+from benchmarks.tail_worker import tail_open_loop
 
 __all__ = ["KINDS", "RESULT_PREFIX", "main"]
 
@@ -42,6 +43,7 @@ KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "mesh-layer-loop": mesh_layer_loop,
     "inbound-limit": inbound_limit,
     "inbound-refusal-cost": inbound_refusal_cost,
+    "tail-open-loop": tail_open_loop,
 }
 
 

@@ -374,3 +374,38 @@ def test_spawned_upstream_exits_on_sigint_and_reports_early_death() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(RuntimeError, match="exited with code 1"):
             spawn_upstream(UpstreamBehaviour(name="s"), port=port)
+
+
+async def test_bounded_capacity_queues_requests_in_arrival_order() -> None:
+    # 50 req/s: one request every 20 ms; ten at once take about 200 ms for the last one.
+    async with Upstream(UpstreamBehaviour(name="busy", capacity=50)) as up:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{up.port}") as client:
+            started = time.monotonic()
+            done: list[float] = []
+
+            async def one() -> None:
+                assert (await client.get("/")).status_code == 200
+                done.append(time.monotonic() - started)
+
+            await asyncio.gather(*(one() for _ in range(10)))
+            assert min(done) < 0.1
+            assert max(done) >= 0.18
+            # A new behaviour starts with an empty queue: with ten requests queued (200 ms of
+            # work), the next one after the change is served within one request's time.
+            backlog = [asyncio.ensure_future(one()) for _ in range(10)]
+            for _ in range(100):  # bounded: until all ten have arrived (and queued)
+                if up.stats().total == 20:
+                    break
+                await asyncio.sleep(0.002)
+            assert up.stats().total == 20
+            up.set_behaviour(UpstreamBehaviour(name="busy", capacity=50))
+            t = time.monotonic()
+            await client.get("/")
+            assert time.monotonic() - t < 0.1
+            await asyncio.gather(*backlog)
+
+
+def test_capacity_is_validated_and_spawned_with() -> None:
+    with pytest.raises(ValueError, match="capacity"):
+        UpstreamBehaviour(name="x", capacity=-1)
+    assert "--capacity" in behaviour_to_argv(UpstreamBehaviour(name="x", capacity=300.0))

@@ -23,6 +23,7 @@ from benchmarks.scenarios import (
     sidecar,
     success_path,
     sync,
+    tail,
 )
 
 __all__ = ["SCENARIOS", "ScenarioFn"]
@@ -46,4 +47,6 @@ SCENARIOS: dict[str, ScenarioFn] = {
     otel.NAME: otel.run,
     import_time.NAME: import_time.run,
     inbound.NAME: inbound.run,
+    tail.STALLS: tail.run_stalls,
+    tail.OVERLOAD: tail.run_overload,
 }

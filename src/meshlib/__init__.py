@@ -27,12 +27,14 @@ from meshlib.errors import (
     NoEndpointsAvailable,
     RateLimited,
 )
+from meshlib.limit.adaptive import AdaptivePolicy
 from meshlib.limit.admission import AdmissionPolicy
 from meshlib.limit.limits import LimitPolicy
 from meshlib.middleware import MeshASGIMiddleware, MeshWSGIMiddleware
 from meshlib.outbound import outbound
 from meshlib.registration import AsyncRegistrar, Registrar, consul_lifespan
 from meshlib.retry.budget import BudgetPolicy, RetryBudget
+from meshlib.retry.hedge import HedgeBudgetPolicy, HedgePolicy
 from meshlib.retry.policy import RetryPolicy
 from meshlib.scope.context import DEADLINE_HEADER, CallPolicy
 from meshlib.transport import AsyncMeshTransport, MeshTransport
@@ -40,6 +42,7 @@ from meshlib.transport import AsyncMeshTransport, MeshTransport
 __all__ = [
     "DEADLINE_HEADER",
     "AccrualPolicy",
+    "AdaptivePolicy",
     "AdmissionPolicy",
     "AsyncMeshClient",
     "AsyncMeshTransport",
@@ -55,6 +58,8 @@ __all__ = [
     "Discovery",
     "DiscoveryError",
     "Endpoint",
+    "HedgeBudgetPolicy",
+    "HedgePolicy",
     "LimitPolicy",
     "MeshASGIMiddleware",
     "MeshClient",

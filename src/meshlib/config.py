@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
-import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -30,12 +29,19 @@ from meshlib.consul.service import ServiceRegistration
 from meshlib.consul.settings import ConsulSettings
 from meshlib.discovery.static import parse_services
 from meshlib.endpoint import Endpoint
+from meshlib.envparse import build as _build
+from meshlib.envparse import parse_bool, parse_duration
+from meshlib.envparse import parse_int as _int
+from meshlib.envparse import parse_number as _number
+from meshlib.envparse import shown as _shown
+from meshlib.envpolicies import hedges_from_env, limits_from_env
 from meshlib.errors import ConfigError
 from meshlib.limit.admission import AdmissionPolicy
-from meshlib.limit.env import admission_from_env, limits_from_env
+from meshlib.limit.env import admission_from_env
 from meshlib.limit.limits import LimitPolicy
 from meshlib.pipeline.settings import PipelineSettings
 from meshlib.retry.budget import BudgetPolicy
+from meshlib.retry.hedge import HedgeBudgetPolicy, HedgePolicy
 from meshlib.retry.policy import RetryPolicy, exponential_wait
 
 __all__ = ["ENGINES", "MeshConfig", "parse_duration"]
@@ -43,27 +49,6 @@ __all__ = ["ENGINES", "MeshConfig", "parse_duration"]
 ENGINES = ("fast", "httpx")
 MOCK_URLS = ("logical", "endpoint")
 _DISCOVERIES = ("static", "consul")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s|m|h)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
-_SECRET_HINTS = ("TOKEN", "AUTH", "PASSWORD", "SECRET")
-
-
-def _shown(name: str, value: str) -> str:
-    """The value as it may appear in an error: secrets are replaced, never echoed."""
-    if any(h in name.upper() for h in _SECRET_HINTS):
-        return "<redacted>"
-    return repr(value)
-
-
-def parse_duration(name: str, value: str) -> float:
-    """Seconds from ``"10"``, ``"0.5"``, ``"250ms"``, ``"10s"``, ``"1m"`` or ``"1h"``."""
-    m = _DURATION.match(value)
-    if not m:
-        raise ConfigError(
-            f"{name}={_shown(name, value)} is not a duration; use seconds (10, 0.5) "
-            "or a number with a unit (250ms, 10s, 1m, 1h)"
-        )
-    return float(m.group(1)) * _UNITS[m.group(2)]
 
 
 def _parse_static_endpoints(name: str, value: str) -> dict[str, tuple[Endpoint, ...]]:
@@ -128,6 +113,10 @@ class MeshConfig:
     """Per-service rate and concurrency limits (``MESH_RATE_LIMIT``, ``MESH_MAX_IN_FLIGHT``)."""
     inbound: AdmissionPolicy = field(default_factory=AdmissionPolicy)
     """What the inbound middleware admits (``MESH_INBOUND_*``)."""
+    hedges: Mapping[str, HedgePolicy] = field(default_factory=dict)
+    """Per-service hedged (backup) requests (``MESH_HEDGE``, ``MESH_HEDGE_MIN_DELAY``)."""
+    hedge_budget: HedgeBudgetPolicy = field(default_factory=HedgeBudgetPolicy)
+    """The extra load hedges may add (``MESH_HEDGE_BUDGET_PERCENT``)."""
     consul: ConsulSettings = field(default_factory=ConsulSettings)
     """How to reach Consul (``CONSUL_*``, Go client rules)."""
     consul_options: ConsulOptions = field(default_factory=ConsulOptions)
@@ -199,8 +188,14 @@ class MeshConfig:
         kw["retry"] = _retry_from_env(env)
         kw["budget"] = _build("MESH_RETRY_BUDGET_*", BudgetPolicy, _budget_kw(env))
         kw["accrual"] = _build("MESH_ACCRUAL_*", AccrualPolicy, _accrual_kw(env))
-        kw["limits"] = limits_from_env(env, parse_bool, parse_duration, _number, _int)
+        kw["limits"] = limits_from_env(env)
         kw["inbound"] = admission_from_env(env, parse_bool, parse_duration, _number, _int)
+        kw["hedges"] = hedges_from_env(env)
+        if "MESH_HEDGE_BUDGET_PERCENT" in env:
+            percent = _number("MESH_HEDGE_BUDGET_PERCENT", env["MESH_HEDGE_BUDGET_PERCENT"])
+            kw["hedge_budget"] = _build(
+                "MESH_HEDGE_BUDGET_PERCENT", HedgeBudgetPolicy, {"percent": percent / 100}
+            )
         if kw["discovery"] == "consul" or env.get("MESH_SERVICE_NAME") or "MESH_CONNECT" in env:
             kw["consul"] = consul_settings_from_env(env, parse_bool)
         if kw["discovery"] == "consul":
@@ -247,43 +242,6 @@ _BOOLS = {
     "MESH_IDEMPOTENCY_KEY": "idempotency_key",
     "MESH_PROPAGATE_DEADLINE": "propagate_deadline",
 }
-_TRUE = ("1", "true", "yes", "on")
-_FALSE = ("0", "false", "no", "off")
-
-
-def parse_bool(name: str, value: str) -> bool:
-    """``true/false``, ``1/0``, ``yes/no``, ``on/off`` (any case)."""
-    v = value.strip().lower()
-    if v in _TRUE:
-        return True
-    if v in _FALSE:
-        return False
-    raise ConfigError(f"{name}={_shown(name, value)} is not a boolean; use true or false")
-
-
-def _int(name: str, value: str) -> int:
-    try:
-        return int(value.strip())
-    except ValueError:
-        raise ConfigError(f"{name}={_shown(name, value)} is not an integer") from None
-
-
-def _number(name: str, value: str) -> float:
-    try:
-        number = float(value.strip().rstrip("%"))
-    except ValueError:
-        raise ConfigError(f"{name}={_shown(name, value)} is not a number") from None
-    if not math.isfinite(number):
-        raise ConfigError(f"{name}={_shown(name, value)} must be finite")
-    return number
-
-
-def _build(names: str, cls: Any, kw: dict[str, Any]) -> Any:
-    """Construct a policy, turning its validation error into a ConfigError naming the variables."""
-    try:
-        return cls(**kw)
-    except ValueError as exc:
-        raise ConfigError(f"{names}: {exc}") from None
 
 
 def _retry_from_env(env: Mapping[str, str]) -> RetryPolicy:

@@ -7,6 +7,10 @@ alike. ``timeout`` is the function's *total* budget, shared by all its mesh call
 retries, like a context deadline in Go; an enclosing deadline (another ``@outbound`` or an
 incoming request's) still wins when it is earlier.
 
+``hedge`` turns hedged (backup) attempts on or off for the idempotent calls inside: ``True``
+(the quantile default), ``False``, a fixed delay in seconds, ``"p99"`` or ``"40ms"``, or a
+``HedgePolicy``; docs/hedging.md says when a backup is sent and what it costs.
+
 The same options are available per request: ``client.get(url, extensions={"mesh": {...}})``.
 """
 
@@ -18,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
 from meshlib.retry.budget import RetryBudget
+from meshlib.retry.hedge import HedgePolicy
 from meshlib.scope.context import CallPolicy, Deadline, deadline_scope, policy_scope
 
 __all__ = ["outbound"]
@@ -40,6 +45,7 @@ def outbound(
     budget: RetryBudget | None = None,
     idempotency_key: bool | None = None,
     limit_wait: bool | None = None,
+    hedge: HedgePolicy | bool | float | str | None = None,
 ) -> Callable[[Callable[P, R]], Callable[P, R]]: ...
 
 
@@ -54,6 +60,7 @@ def outbound(
     budget: RetryBudget | None = None,
     idempotency_key: bool | None = None,
     limit_wait: bool | None = None,
+    hedge: HedgePolicy | bool | float | str | None = None,
 ) -> Any:
     """Decorate a sync or async function so its mesh calls follow this policy."""
     policy = CallPolicy(
@@ -64,6 +71,7 @@ def outbound(
         budget=budget,
         idempotency_key=idempotency_key,
         limit_wait=limit_wait,
+        hedge=hedge,
     )
 
     def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:

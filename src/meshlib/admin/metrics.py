@@ -32,6 +32,11 @@ def _ms_to_s(key: str) -> _Getter:
     return get
 
 
+def _adaptive(service: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The service's adaptive limit state, or an empty mapping without one."""
+    return (service.get("limits") or {}).get("adaptive") or {}
+
+
 def _key(key: str) -> _Getter:
     return lambda d: d.get(key)
 
@@ -94,6 +99,42 @@ _SERVICE_FAMILIES: tuple[tuple[str, str, str, _Getter], ...] = (
         "counter",
         "Calls to the service that ran out of their total deadline (DeadlineExceeded).",
         lambda s: (s.get("deadlines") or {}).get("exceeded"),
+    ),
+    (
+        "meshlib_concurrency_limit",
+        "gauge",
+        "The adaptive concurrency limit (Vegas) of the service, where one is configured.",
+        lambda s: _adaptive(s).get("limit"),
+    ),
+    (
+        "meshlib_concurrency_limit_in_flight",
+        "gauge",
+        "Calls to the service admitted by its adaptive limit and not yet finished.",
+        lambda s: _adaptive(s).get("in_flight"),
+    ),
+    (
+        "meshlib_concurrency_limit_refused_total",
+        "counter",
+        "Calls refused at once (RateLimited) because the adaptive limit was reached.",
+        lambda s: _adaptive(s).get("refused"),
+    ),
+    (
+        "meshlib_hedges_total",
+        "counter",
+        "Hedged (backup) attempts sent to the service.",
+        lambda s: (s.get("hedge") or {}).get("sent"),
+    ),
+    (
+        "meshlib_hedges_won_total",
+        "counter",
+        "Hedged attempts that answered before the original.",
+        lambda s: (s.get("hedge") or {}).get("won"),
+    ),
+    (
+        "meshlib_hedges_budget_refused_total",
+        "counter",
+        "Hedged attempts that were due but refused by the hedge or retry budget.",
+        lambda s: (s.get("hedge") or {}).get("budget_refused"),
     ),
     (
         "meshlib_discovery_staleness_seconds",

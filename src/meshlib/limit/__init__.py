@@ -1,4 +1,5 @@
-"""Limits: per-service outbound rate and concurrency limits, and inbound admission.
+"""Limits: per-service outbound rate and concurrency limits (fixed, or adaptive by Vegas in
+``adaptive``), and inbound admission.
 
 Outbound, a token bucket and a concurrency bulkhead per called service (``limits``). Inbound,
 the admission decision of the ASGI/WSGI middleware (``admission``): per-caller token buckets in
@@ -7,6 +8,11 @@ the ``MESH_INBOUND_*`` policy read from a mapping handed in (``env``). All of it
 runs on the injected clock. Imports L0 modules only: L1.
 """
 
+from meshlib.limit.adaptive import (
+    AdaptiveLimit,
+    AdaptivePolicy,
+    Permit,
+)
 from meshlib.limit.admission import Admission, AdmissionPolicy, Refusal, Ticket
 from meshlib.limit.aimd import AimdLimit
 from meshlib.limit.keyed import KeyedRateLimit
@@ -17,12 +23,15 @@ from meshlib.limit.limits import (
 )
 
 __all__ = [
+    "AdaptiveLimit",
+    "AdaptivePolicy",
     "Admission",
     "AdmissionPolicy",
     "AimdLimit",
     "ConcurrencyLimit",
     "KeyedRateLimit",
     "LimitPolicy",
+    "Permit",
     "RateLimit",
     "Refusal",
     "Ticket",

@@ -20,6 +20,7 @@ from collections import deque
 from dataclasses import dataclass
 
 from meshlib.clock import Clock
+from meshlib.limit.adaptive import AdaptivePolicy
 
 __all__ = ["ConcurrencyLimit", "LimitPolicy", "RateLimit"]
 
@@ -37,6 +38,8 @@ class LimitPolicy:
     max_wait: float = 1.0
     """Longest wait for a limit when the call has no deadline."""
     max_waiters: int = 1024
+    adaptive: AdaptivePolicy | None = None
+    """An adaptive concurrency limit (Vegas) that refuses calls above it at once."""
 
     def __post_init__(self) -> None:
         if self.rate is not None and not (math.isfinite(self.rate) and self.rate > 0):

@@ -14,6 +14,9 @@ Instruments (documented in docs/observability.md):
 * ``mesh.client.call.duration`` (s, histogram): each logical call, retries included;
 * ``mesh.client.retries`` (counter): retries and requeues, by ``mesh.retry.reason``;
 * ``mesh.client.retry_budget.exhausted`` (counter);
+* ``mesh.client.hedges`` (counter): hedged (backup) attempts, by ``mesh.hedge.outcome``
+  (``won``: the backup answered first; ``lost``: the original did; ``budget_exhausted``: a
+  backup was due but the budget refused it);
 * ``mesh.client.breaker.transitions`` (counter): by ``mesh.breaker.state``;
 * ``mesh.client.endpoints`` (observable gauge): endpoints by ``mesh.endpoint.state``
   (healthy/ejected) per service;
@@ -139,6 +142,11 @@ class MeshMetrics:
             "mesh.client.retry_budget.exhausted",
             unit="{retry}",
             description="Retries or requeues refused by the retry budget.",
+        )
+        self.hedges = meter.create_counter(
+            "mesh.client.hedges",
+            unit="{request}",
+            description="Hedged (backup) attempts, by outcome.",
         )
         self.breaker = meter.create_counter(
             "mesh.client.breaker.transitions",

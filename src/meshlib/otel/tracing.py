@@ -10,6 +10,9 @@ provider. The shape follows the stable HTTP semantic conventions:
   ``server.address``/``server.port`` (the service name and port), ``network.peer.address``/
   ``network.peer.port`` (the endpoint), ``url.full`` (redacted), ``http.response.status_code``,
   ``http.request.resend_count`` (from the second attempt on) and ``error.type``;
+* a hedged (backup) attempt is a CLIENT span like any other, marked ``mesh.hedge=true``; the
+  attempt that lost the race is ended with ``mesh.attempt.cancelled=true`` and no error, and the
+  call span gets a ``mesh.hedge`` event when the backup is sent;
 * each attempt carries its own span context in ``traceparent`` (and ``tracestate``, ``baggage``)
   through the global propagator, so ``OTEL_PROPAGATORS`` (B3 and others) is respected; these
   headers go to mesh services only, never to pass-through hosts unless allow-listed.
@@ -250,6 +253,17 @@ class Tracing:
         elif error is not None:
             span.set_attribute("error.type", error_type(error))
             span.set_status(Status(StatusCode.ERROR, type(error).__name__))
+        span.end()
+
+    @staticmethod
+    def mark_hedge(span: Span) -> None:
+        """This attempt is a hedge (a backup sent while another attempt was still out)."""
+        span.set_attribute("mesh.hedge", True)
+
+    @staticmethod
+    def end_cancelled(span: Span) -> None:
+        """The attempt lost a hedged race and was cancelled: no error, nothing went wrong."""
+        span.set_attribute("mesh.attempt.cancelled", True)
         span.end()
 
     @staticmethod

@@ -14,7 +14,9 @@ the order is deliberate (docs/concepts.md says why) and tested (tests/test_pipel
 3. **Retry loop**: budget deposit per call, withdrawal per retry or requeue, jittered backoff
    capped by the time left, ``Retry-After`` honoured; failures before the request was sent are
    requeued on another endpoint for any method, failures after it only for idempotent calls
-   with a replayable body (``call``, with ``meshlib.retry``).
+   with a replayable body (``call``, with ``meshlib.retry``). The async driver may hedge the
+   first attempt: a backup to another endpoint once the first is slow, first answer wins, the
+   loser cancelled (``hedging`` decides, ``race`` runs it).
 4. **Resolve + pick** inside the loop, so a retry goes to a different endpoint, skipping
    endpoints whose breaker is open before an attempt is spent on them (``meshlib.routing``).
 5. **Failure accrual** records each attempt's classified outcome (``attempt``).

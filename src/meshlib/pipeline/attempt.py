@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import httpx
 
@@ -65,6 +66,7 @@ class Attempt:
         "number",
         "observer",
         "probe",
+        "span",
         "started",
         "state",
         "status",
@@ -82,6 +84,8 @@ class Attempt:
         """Runs once when the attempt ends (the call's concurrency slot is released here)."""
         self.observer: Callable[[Attempt, float | None], None] | None = None
         """Telemetry hook: called once at the end with the round-trip time (None if cancelled)."""
+        self.span: Any = None
+        """The attempt's CLIENT span while it is open (telemetry's; None without tracing)."""
         self.status: int | None = None
         self.error: str | None = None
         self.headers: list[tuple[str, str]] = []

@@ -12,6 +12,7 @@ every attempt. The engine itself is chosen by ``meshlib.transport``; this layer 
 from __future__ import annotations
 
 import contextlib
+import logging
 import random
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -30,6 +31,7 @@ from meshlib.otel.tracing import PassThroughSpan, Tracing
 from meshlib.pipeline.admission import Admission
 from meshlib.pipeline.bound import HttpxAttempt, bound_pool
 from meshlib.pipeline.call import Call, CallSettings
+from meshlib.pipeline.hedging import Hedging
 from meshlib.pipeline.mocking import mocking_active
 from meshlib.pipeline.observe import Observer
 from meshlib.pipeline.settings import PipelineSettings
@@ -39,6 +41,8 @@ from meshlib.routing.router import Router, ServiceState
 from meshlib.routing.snapshot import snapshot
 
 __all__ = ["PipelineBase"]
+
+log = logging.getLogger("meshlib.hedging")
 
 
 class PipelineBase:
@@ -105,6 +109,17 @@ class PipelineBase:
         self.deadline_exceeded: dict[Target, int] = {}
         """Calls per service that ended in ``DeadlineExceeded`` (for ``mesh_state()``)."""
         self.admission = Admission(settings.limits, self._clock)
+        # Hedging is async-only (the sync driver never races attempts). A call's own
+        # ``hedge=`` turns it on even for a service the configuration does not hedge.
+        self.hedging: Hedging | None = (
+            None if self._sync else Hedging(settings.hedges, settings.hedge_budget, self._clock)
+        )
+        if self._sync and settings.hedges:
+            log.info(
+                "hedged requests are configured for %s, but the sync MeshClient does not "
+                "hedge; use AsyncMeshClient for them (docs/tail-latency.md)",
+                ", ".join(sorted(settings.hedges)),
+            )
         self._inner = inner
         self._native = bool(getattr(inner, "mesh_native", False))
         self._passthrough = passthrough
@@ -185,8 +200,14 @@ class PipelineBase:
             "timeout_s": self.settings.timeout,
             "per_try_timeout_s": self.settings.per_try_timeout,
         }
+        hedges = self.hedging.states if self.hedging is not None else {}
         return snapshot(
-            self.router, self.budgets, self.admission.limits, deadlines, self.deadline_exceeded
+            self.router,
+            self.budgets,
+            self.admission.limits,
+            deadlines,
+            self.deadline_exceeded,
+            hedges,
         )
 
     # -- lifecycle and telemetry hooks -------------------------------------------------------

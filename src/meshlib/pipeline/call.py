@@ -162,6 +162,16 @@ class Call:
             timeout = left if timeout is None else min(timeout, left)
         return None if timeout is None else now + timeout
 
+    @property
+    def idempotent(self) -> bool:
+        """True when the call may be sent more than once (retried after sending, or hedged)."""
+        return self._idempotent
+
+    @property
+    def budget(self) -> RetryBudget:
+        """The retry budget this call draws its retries, requeues and hedges from."""
+        return self._budget
+
     # -- before an attempt -------------------------------------------------------------------
 
     @property

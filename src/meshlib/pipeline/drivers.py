@@ -14,8 +14,8 @@ import httpx
 
 from meshlib.pipeline.attempt import TrackedAsyncStream, TrackedSyncStream
 from meshlib.pipeline.base import PipelineBase
-from meshlib.pipeline.call import Call
 from meshlib.pipeline.exchange import Exchange
+from meshlib.pipeline.race import Race
 from meshlib.retry.replay import buffer_async, buffer_sync
 
 __all__ = ["AsyncMeshPipeline", "MeshPipeline"]
@@ -38,13 +38,17 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
         ex = Exchange(self, request, self.call(request, service))
         response: httpx.Response | None = None
         try:
-            ex.release = await self._admit(ex.call)
+            ex.release = await self._admit(ex)
             if ex.call.wants_replay:
                 ex.call.replayable = await buffer_async(request, self._max_replay)
+            race = self._race(ex)
             while True:
                 attempt = ex.begin()
                 try:
-                    if ex.suppress is None:
+                    if race is not None:
+                        response = await race.run(attempt)
+                        attempt = race.attempt or attempt
+                    elif ex.suppress is None:
                         response = await ex.engine.handle_async_request(ex.sent)
                     else:
                         with ex.suppress:
@@ -63,11 +67,14 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
                     response = None
                 except Exception as exc:
                     response = None
+                    if race is not None:
+                        attempt = race.attempt or attempt
                     delay = ex.failed(attempt, exc)
                 except BaseException:
                     attempt.cancel()
                     raise
                 finally:
+                    race = None
                     ex.restore()
                 if delay > 0:
                     await self._clock.sleep(delay)
@@ -77,18 +84,38 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
         finally:
             ex.end(response, None)
 
-    async def _admit(self, call: Call) -> Callable[[], None] | None:
+    def _race(self, ex: Exchange) -> Race | None:
+        """The hedged race for this call's first attempt, or None when it is not hedged."""
+        hedging = self.hedging
+        if hedging is None:
+            return None
+        policy = hedging.policy(ex.call)
+        if policy is None:
+            return None
+        state = hedging.state(ex.call.service.target, policy)
+        state.budget.deposit()
+        ex.hedge = state
+        delay = hedging.delay(policy, state)
+        if delay is None or len(ex.call.service.eps.states) < 2:
+            return None
+        return Race(self, ex, state, delay, self._clock)
+
+    async def _admit(self, ex: Exchange) -> Callable[[], None] | None:
+        call = ex.call
         ticket = self.admission.enter(call)
         if ticket is None:
             return None
-        if ticket.wait > 0:
-            await self._clock.sleep(ticket.wait)
-        slot = ticket.slot
-        if slot is None:
-            return None
-        if not await slot.acquire(ticket.slot_wait):
-            raise self.admission.refused(call, slot)
-        return slot.release
+        ex.permit = ticket.permit
+        try:
+            if ticket.wait > 0:
+                await self._clock.sleep(ticket.wait)
+            slot = ticket.slot
+            if slot is not None and not await slot.acquire(ticket.slot_wait):
+                raise self.admission.refused(call, slot)
+        except BaseException:
+            ticket.abandon()
+            raise
+        return ticket.release(slot is not None)
 
     async def aclose(self) -> None:
         self._metrics.close()
@@ -99,7 +126,10 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
 
 
 class MeshPipeline(PipelineBase, httpx.BaseTransport):
-    """The sync pipeline: the same steps as ``AsyncMeshPipeline`` for WSGI services."""
+    """The sync pipeline: the same steps as ``AsyncMeshPipeline`` for WSGI services.
+
+    It never hedges: a backup would need a second thread per call and a way to abandon a
+    blocking send part-way, and the sync engine has neither (docs/hedging.md)."""
 
     tracked_stream = TrackedSyncStream
     _sync = True
@@ -115,7 +145,7 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
         ex = Exchange(self, request, self.call(request, service))
         response: httpx.Response | None = None
         try:
-            ex.release = self._admit(ex.call)
+            ex.release = self._admit(ex)
             if ex.call.wants_replay:
                 ex.call.replayable = buffer_sync(request, self._max_replay)
             while True:
@@ -154,18 +184,22 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
         finally:
             ex.end(response, None)
 
-    def _admit(self, call: Call) -> Callable[[], None] | None:
+    def _admit(self, ex: Exchange) -> Callable[[], None] | None:
+        call = ex.call
         ticket = self.admission.enter(call)
         if ticket is None:
             return None
-        if ticket.wait > 0:
-            self._clock.sleep_sync(ticket.wait)
-        slot = ticket.slot
-        if slot is None:
-            return None
-        if not slot.acquire_sync(ticket.slot_wait):
-            raise self.admission.refused(call, slot)
-        return slot.release
+        ex.permit = ticket.permit
+        try:
+            if ticket.wait > 0:
+                self._clock.sleep_sync(ticket.wait)
+            slot = ticket.slot
+            if slot is not None and not slot.acquire_sync(ticket.slot_wait):
+                raise self.admission.refused(call, slot)
+        except BaseException:
+            ticket.abandon()
+            raise
+        return ticket.release(slot is not None)
 
     def close(self) -> None:
         self._metrics.close()

@@ -18,8 +18,10 @@ import httpx
 from meshlib.classify import Classifier
 from meshlib.errors import DeadlineExceeded
 from meshlib.extensions import ATTEMPT_HEADERS, CONNECT, POLICY
+from meshlib.limit.adaptive import Permit
 from meshlib.pipeline.attempt import Attempt, endpoint_url
 from meshlib.pipeline.call import Call
+from meshlib.pipeline.hedging import HedgeState
 from meshlib.pipeline.mocking import is_mock_miss
 from meshlib.pipeline.observe import CallObservation
 
@@ -46,7 +48,9 @@ class Exchange:
         "_url",
         "call",
         "engine",
+        "hedge",
         "obs",
+        "permit",
         "release",
         "request",
         "sent",
@@ -61,6 +65,8 @@ class Exchange:
         self.call = call
         self.obs: CallObservation | None = pipeline.observer.begin(call, request.url)
         self.release: Callable[[], None] | None = None
+        self.permit: Permit | None = None
+        """The adaptive concurrency limit's permit, told at the end whether the call dropped."""
         self._url = request.url
         self._extensions = request.extensions
         self._headers = request.headers
@@ -70,6 +76,8 @@ class Exchange:
         self._ended = False
         self._peer = pipeline.connect_peer(call.service.resolution)
         self._exceeded = pipeline.deadline_exceeded
+        self.hedge: HedgeState | None = None
+        """The service's hedge state when this call may hedge (its latencies are recorded)."""
         engine, native, over_httpx, mocked = pipeline.engine()
         self.engine: Any = engine
         self._native = native
@@ -128,6 +136,57 @@ class Exchange:
             request.method, url, headers=headers, stream=request.stream, extensions=extensions
         )
 
+    def begin_hedge(self) -> tuple[Attempt, httpx.Request]:
+        """A backup attempt on another endpoint, on a copy of the request (the original is
+        still in flight on the first endpoint and must not change under it)."""
+        original = self.request
+        copy = httpx.Request(
+            original.method,
+            self._url,
+            headers=self._headers,
+            stream=original.stream,
+            extensions=self._extensions,
+        )
+        self.request = self.call.request = copy
+        try:
+            attempt = self.begin()
+        finally:
+            self.request = self.call.request = original
+        return attempt, (self.sent if self._mocked is not None else copy)
+
+    def discard(
+        self, attempt: Attempt, response: httpx.Response | None, exc: Exception | None
+    ) -> None:
+        """A hedged attempt failed while the other may still answer: judge it (accrual, load,
+        telemetry) without deciding a retry; the race goes on with the other attempt. The
+        caller closes ``response``."""
+        call = self.call
+        if response is not None:
+            if self.obs is not None:
+                self.obs.response(attempt, response)
+            attempt.klass = self._classify(call.request, response, None)
+            call.history.append(
+                f"#{attempt.number + 1} {attempt.state.address}: {response.status_code}"
+            )
+        else:
+            assert exc is not None
+            if self.obs is not None:
+                self.obs.error(attempt, exc)
+            attempt.klass = self._classify(call.request, None, exc)
+            call.history.append(
+                f"#{attempt.number + 1} {attempt.state.address}: {type(exc).__name__}"
+            )
+
+    def loses(self, attempt: Attempt) -> None:
+        """A hedged attempt lost the race: its span ends cancelled, and it is charged nothing."""
+        if self.obs is not None:
+            self.obs.cancelled(attempt)
+        attempt.cancel()
+
+    def is_failure(self, response: httpx.Response) -> bool:
+        """True when a hedged race should wait for the other attempt rather than take this."""
+        return self._classify(self.call.request, response, None).failure
+
     def restore(self) -> None:
         """Undo the attempt's changes, so nothing mesh-specific follows a redirect out of the
         mesh (httpx builds the next hop from this request, extensions and all) and the caller
@@ -143,6 +202,8 @@ class Exchange:
         A response whose body is read here next (``accept`` returns True) has no outcome yet:
         its span stays open until the body is read (``end``) or fails mid-body (``failed``).
         """
+        if self.hedge is not None:
+            self.hedge.window.record(attempt.elapsed())
         delay = self.call.after_response(attempt, response, self._classify)
         obs = self.obs
         if obs is not None:
@@ -190,6 +251,24 @@ class Exchange:
             if self.obs is not None:
                 self.obs.finish(response, error)
         finally:
+            if self.permit is not None:
+                _judge(self.permit, response, error)
             if self.release is not None:
                 self.release()
                 self.release = None
+
+
+_OVERLOADED = frozenset({429, 503})
+
+
+def _judge(permit: Permit, response: httpx.Response | None, error: BaseException | None) -> None:
+    """Tell the adaptive limit how the call went: a timeout or an overloaded answer is a drop
+    (the limit shrinks); any other error says nothing about the service's queue, so the call
+    is not measured (a fast failure would pass for a fast service)."""
+    if error is not None:
+        if isinstance(error, httpx.TimeoutException):
+            permit.dropped = True
+        else:
+            permit.ignored = True
+    elif response is not None and response.status_code in _OVERLOADED:
+        permit.dropped = True

@@ -108,8 +108,8 @@ class CallObservation:
     """
 
     __slots__ = (
-        "_attempt_span",
         "_call",
+        "_last",
         "_metrics",
         "_parent",
         "_shape",
@@ -131,7 +131,7 @@ class CallObservation:
         if trace_on:
             self._span = span = tracing.start_call(service, method, shape.call_span)
             self._parent = tracing.context_of(span)
-        self._attempt_span: Span | None = None
+        self._last: Attempt | None = None
         self._started = call.router.clock.now()
 
     @property
@@ -146,7 +146,8 @@ class CallObservation:
             ep = attempt.state.endpoint
             attrs = self._shape.attempt_attributes(ep.host, ep.port, attempt.number)
             span = tracing.start_attempt_with(self._parent, request.method, attrs)
-            self._attempt_span = span
+            attempt.span = span
+            self._last = attempt
             carrier: dict[str, str] = {}
             tracing.inject(span, carrier)
             attempt.headers.extend(carrier.items())
@@ -173,19 +174,44 @@ class CallObservation:
         status = attempt.status = response.status_code
         if status >= 400:
             attempt.error = str(status)
-        span = self._attempt_span
+        span = attempt.span
         if span is not None:
             if done:
+                attempt.span = None
                 self._tracing.end_attempt(span, response, None)
-                self._attempt_span = None
             else:
                 self._tracing.attempt_head(span, response)
 
     def error(self, attempt: Attempt, exc: BaseException) -> None:
         attempt.error = error_type(exc)
-        if self._attempt_span is not None:
-            self._tracing.end_attempt(self._attempt_span, None, exc)
-            self._attempt_span = None
+        span = attempt.span
+        if span is not None:
+            attempt.span = None
+            self._tracing.end_attempt(span, None, exc)
+
+    def hedge_sent(self, attempt: Attempt, delay: float) -> None:
+        """``attempt`` is a backup, sent ``delay`` seconds after the original."""
+        if attempt.span is not None:
+            self._tracing.mark_hedge(attempt.span)
+        if self._span is not None:
+            self._span.add_event(
+                "mesh.hedge",
+                {"mesh.hedge.delay_s": round(delay, 6), "mesh.attempt": self._call.attempts},
+            )
+
+    def hedge_outcome(self, outcome: str) -> None:
+        """``won``, ``lost`` or ``budget_exhausted``: counted in ``mesh.client.hedges``."""
+        if self._metrics is not None:
+            self._metrics.hedges.add(
+                1, {"mesh.service": self.service, "mesh.hedge.outcome": outcome}
+            )
+
+    def cancelled(self, attempt: Attempt) -> None:
+        """``attempt`` lost a hedged race and was cancelled."""
+        span = attempt.span
+        if span is not None:
+            attempt.span = None
+            self._tracing.end_cancelled(span)
 
     def retrying(self, delay: float, reason: str) -> None:
         """The call goes on: a ``requeue`` (not sent) or a ``retry``, after ``delay``."""
@@ -212,8 +238,10 @@ class CallObservation:
                 outcome = "retry_budget_exhausted"
             if call.last_in_panic:
                 outcome = "circuit_open"
-        if self._attempt_span is not None:
-            self._tracing.end_attempt(self._attempt_span, response, error)
+        last = self._last
+        if last is not None and last.span is not None:
+            self._tracing.end_attempt(last.span, response, error)
+            last.span = None
         if self._span is not None:
             self._tracing.end_call(
                 self._span, outcome, response.status_code if response is not None else None

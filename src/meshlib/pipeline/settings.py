@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from meshlib.accrual.health import AccrualPolicy
 from meshlib.limit.limits import LimitPolicy
 from meshlib.retry.budget import BudgetPolicy
+from meshlib.retry.hedge import HedgeBudgetPolicy, HedgePolicy
 from meshlib.retry.policy import RetryPolicy
 
 __all__ = ["PipelineSettings"]
@@ -37,3 +38,5 @@ class PipelineSettings:
     propagate_deadline: bool = True
     limits: Mapping[str, LimitPolicy] = field(default_factory=dict)
     mock_url: str = "logical"
+    hedges: Mapping[str, HedgePolicy] = field(default_factory=dict)
+    hedge_budget: HedgeBudgetPolicy = field(default_factory=HedgeBudgetPolicy)

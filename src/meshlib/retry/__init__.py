@@ -2,12 +2,18 @@
 
 The only owner of tenacity. ``policy`` says when and how long to wait, ``budget`` caps retries
 at a share of calls (Finagle's RetryBudget), ``replay`` buffers a streamed body so it can be
-sent again. Imports L0 modules only: L1.
+sent again, ``hedge`` says when a backup attempt may be sent before the first has answered.
+Imports L0 modules only: L1.
 """
 
 from meshlib.retry.budget import (
     BudgetPolicy,
     RetryBudget,
+)
+from meshlib.retry.hedge import (
+    HedgeBudgetPolicy,
+    HedgePolicy,
+    parse_hedge,
 )
 from meshlib.retry.policy import (
     IDEMPOTENT_METHODS,
@@ -24,11 +30,14 @@ from meshlib.retry.replay import (
 __all__ = [
     "IDEMPOTENT_METHODS",
     "BudgetPolicy",
+    "HedgeBudgetPolicy",
+    "HedgePolicy",
     "RetryBudget",
     "RetryPolicy",
     "backoff_delay",
     "buffer_async",
     "buffer_sync",
     "is_unsent",
+    "parse_hedge",
     "parse_retry_after",
 ]

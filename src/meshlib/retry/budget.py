@@ -110,6 +110,16 @@ class RetryBudget:
             self._sum_retries += 1
             return True
 
+    def refund(self) -> None:
+        """Give back one withdrawal that was not used after all (a hedge another budget
+        refused), so a refusal elsewhere costs this budget nothing."""
+        with self._lock:
+            self._advance(self._clock.now())
+            slot = self._slot % self._n
+            if self._retries[slot] > 0:
+                self._retries[slot] -= 1
+                self._sum_retries -= 1
+
     def snapshot(self) -> dict[str, float]:
         """JSON-ready state for ``mesh_state()``."""
         with self._lock:

@@ -64,6 +64,7 @@ def snapshot(
     limits: Mapping[Target, Any],
     deadlines: Mapping[str, float | None] | None = None,
     exceeded: Mapping[Target, int] | None = None,
+    hedges: Mapping[Target, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything about every service used so far, as plain JSON types. ``deadlines`` are the
     configured total and per-try bounds; ``exceeded`` counts calls that ran out of time."""
@@ -109,5 +110,10 @@ def snapshot(
                 "in_flight": lim.concurrency.in_flight if lim.concurrency else None,
                 "concurrency_refused": lim.concurrency.refused if lim.concurrency else 0,
             }
+            if lim.adaptive is not None:
+                entry["limits"]["adaptive"] = lim.adaptive.snapshot()
+        hedge = hedges.get(svc.target) if hedges else None
+        if hedge is not None:
+            entry["hedge"] = hedge.snapshot()
         services[str(svc.target)] = entry
     return {"services": services}

@@ -21,6 +21,7 @@ from typing import Any
 
 from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.retry.budget import RetryBudget
+from meshlib.retry.hedge import HedgePolicy
 
 __all__ = [
     "DEADLINE_HEADER",
@@ -57,8 +58,14 @@ class CallPolicy:
     idempotency_key: bool | None = None
     limit_wait: bool | None = None
     """When a rate or concurrency limit is hit: wait (up to the deadline) or fail fast."""
+    hedge: HedgePolicy | bool | float | str | None = None
+    """Hedged (backup) attempts for idempotent calls: ``True``, ``False``, a fixed delay in
+    seconds, ``"p99"`` / ``"40ms"``, or a ``HedgePolicy`` (see ``meshlib.retry.hedge``)."""
 
     def __post_init__(self) -> None:
+        if self.hedge is not None and not isinstance(self.hedge, HedgePolicy | bool):
+            # Validated (and normalised) here, so a typo fails where the policy is written.
+            object.__setattr__(self, "hedge", HedgePolicy.coerce(self.hedge) or False)
         for name in ("timeout", "per_try_timeout"):
             value = getattr(self, name)
             if value is not None and not (math.isfinite(value) and value > 0):

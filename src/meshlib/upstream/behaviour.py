@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["UpstreamBehaviour", "UpstreamStats"]
+__all__ = ["ServiceQueue", "UpstreamBehaviour", "UpstreamStats"]
 
 
 def _check_text(field_name: str, value: object) -> None:
@@ -47,7 +48,13 @@ class UpstreamBehaviour:
     slow_fraction: float = 0.0
     """Fraction of requests that get ``slow_extra`` more seconds on top of ``latency``."""
     slow_extra: float = 0.0
-    """Seconds a slow request waits on top of ``latency`` (e.g. 20% of requests +50 ms)."""
+    """Seconds a slow request waits on top of ``latency`` (e.g. 20% of requests +50 ms); with
+    ``slow_fraction=0.02, slow_extra=0.1`` a replica stalls at random, 2% of requests +100 ms."""
+    capacity: float = 0.0
+    """Requests per second the upstream can serve (0: unbounded). Beyond it requests queue in
+    arrival order, each taking ``1 / capacity`` seconds of the one server, so an overloaded
+    upstream answers ever later, and it still spends its time on requests whose caller has
+    gone, as a real saturated service does."""
     fail_fraction: float = 0.0
     """Fraction of requests answered with ``fail_status`` instead of the body."""
     fail_status: int = 503
@@ -65,6 +72,7 @@ class UpstreamBehaviour:
         _check_number("slow_fraction", self.slow_fraction, 0.0, 1.0)
         _check_number("slow_extra", self.slow_extra, 0.0, math.inf)
         _check_number("fail_fraction", self.fail_fraction, 0.0, 1.0)
+        _check_number("capacity", self.capacity, 0.0, math.inf)
         if isinstance(self.fail_status, bool) or not isinstance(self.fail_status, int):
             raise TypeError(f"fail_status must be an int, got {type(self.fail_status).__name__}")
         if not 200 <= self.fail_status <= 599:
@@ -120,3 +128,28 @@ class UpstreamStats:
             "open_connections": self.open_connections,
             "recent_headers": [[list(pair) for pair in headers] for headers in self.recent_headers],
         }
+
+
+class ServiceQueue:
+    """The delay of each reply: the behaviour's latency, a slow draw's extra, and, with a
+    bounded ``capacity``, the wait for the one server (a FIFO queue, ``1 / capacity`` seconds
+    per request). A new behaviour (``set_behaviour``, ``POST /control``) starts with an empty
+    queue, so one measurement's backlog never spills into the next."""
+
+    __slots__ = ("_behaviour", "_free_at")
+
+    def __init__(self) -> None:
+        self._free_at = 0.0
+        self._behaviour: UpstreamBehaviour | None = None
+
+    def delay(self, b: UpstreamBehaviour, slow: bool) -> float:
+        delay = b.latency + b.slow_extra if slow else b.latency
+        if b.capacity <= 0.0:
+            return delay
+        if b is not self._behaviour:
+            self._behaviour = b
+            self._free_at = 0.0
+        now = time.monotonic()
+        done = max(now, self._free_at) + 1.0 / b.capacity
+        self._free_at = done
+        return delay + (done - now)

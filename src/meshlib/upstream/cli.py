@@ -26,6 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--latency", type=float, default=0.0, help="seconds added to every response")
     p.add_argument("--slow-fraction", type=float, default=0.0)
     p.add_argument("--slow-extra", type=float, default=0.0, help="extra seconds for slow requests")
+    p.add_argument(
+        "--capacity", type=float, default=0.0, help="requests/s served; beyond it they queue"
+    )
     p.add_argument("--fail-fraction", type=float, default=0.0)
     p.add_argument("--fail-status", type=int, default=503)
     p.add_argument("--retry-after", default=None, help="Retry-After value sent with failures")
@@ -81,6 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             latency=args.latency,
             slow_fraction=args.slow_fraction,
             slow_extra=args.slow_extra,
+            capacity=args.capacity,
             fail_fraction=args.fail_fraction,
             fail_status=args.fail_status,
             retry_after=args.retry_after,

@@ -1,8 +1,7 @@
 """The server itself: request parsing, the behaviour's decisions, and the replies.
 
-``Core`` holds the state shared by every connection of one upstream (behaviour, seeded RNG,
-counters, recent request headers); ``Connection`` is the asyncio protocol that parses with
-httptools and answers, straight from ``data_received`` when no delay applies (the hot path).
+``Core`` holds the state every connection shares (behaviour, seeded RNG, counters, headers);
+``Connection`` parses with httptools and answers, from ``data_received`` when nothing waits.
 """
 
 from __future__ import annotations
@@ -18,7 +17,7 @@ from typing import Any, Final, NamedTuple
 
 import httptools
 
-from meshlib.upstream.behaviour import UpstreamBehaviour, UpstreamStats
+from meshlib.upstream.behaviour import ServiceQueue, UpstreamBehaviour, UpstreamStats
 
 __all__ = ["Connection", "Core"]
 
@@ -116,6 +115,7 @@ class Core:
         self._rng = rng if rng is not None else random.Random(behaviour.seed)
         self._prepared = _Prepared(behaviour)
         self._history = history
+        self._queue = ServiceQueue()
         self._reset_locked()
         self._open = 0
 
@@ -184,7 +184,7 @@ class Core:
                 self._failures += 1
             if self._history:
                 self._recent.append(req.headers)
-        delay = b.latency + b.slow_extra if slow else b.latency
+        delay = self._queue.delay(b, slow)
         if b.hang:
             return _Reply(b"", delay, True, close)
         head = req.method == b"HEAD"

@@ -30,6 +30,7 @@ def behaviour_to_argv(behaviour: UpstreamBehaviour) -> list[str]:
         "--latency", repr(b.latency),
         "--slow-fraction", repr(b.slow_fraction),
         "--slow-extra", repr(b.slow_extra),
+        "--capacity", repr(b.capacity),
         "--fail-fraction", repr(b.fail_fraction),
         "--fail-status", str(b.fail_status),
         "--body", b.body.decode("utf-8"),
