@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from .config_entries import ConfigStore
 from .kvstore import KVStore
 from .model import CRITICAL, CheckRec, NodeRec, ServiceRec
 from .tx import (
@@ -77,6 +78,7 @@ class State:
         self._ttl_heap: list[tuple[float, int, str, str]] = []
         self._reapable: set[tuple[str, str]] = set()
         self.kv = KVStore()
+        self.config = ConfigStore()
         self.abandon_generation = 0
 
     # ----------------------------------------------------------------- transactions
