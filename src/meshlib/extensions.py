@@ -10,7 +10,15 @@ from __future__ import annotations
 import ssl
 from typing import Any, Protocol
 
-__all__ = ["ATTEMPT_HEADERS", "CONNECT", "DEADLINE", "POLICY", "PREFETCH", "ConnectPeer"]
+__all__ = [
+    "ATTEMPT_HEADERS",
+    "CONNECT",
+    "DEADLINE",
+    "OVERRIDE",
+    "POLICY",
+    "PREFETCH",
+    "ConnectPeer",
+]
 
 POLICY = "mesh"
 """Per-request options (a ``CallPolicy`` or a dict); on a response, which endpoint answered."""
@@ -25,6 +33,10 @@ DEADLINE = "mesh_deadline"
 ATTEMPT_HEADERS = "mesh_attempt_headers"
 """Headers for one attempt only (deadline, trace context), which meshlib's engine writes on the
 wire in place of any header of the same name, so the caller's request is never changed."""
+
+OVERRIDE = "mesh_override"
+"""Pins a call to a subset: ``{"users": "canary"}`` or ``"users=canary"`` (traffic management;
+the ``Mesh-Override`` header says the same)."""
 
 CONNECT = "mesh_connect"
 """A ``ConnectPeer``: the attempt goes over Consul Connect mutual TLS to that identity."""

@@ -16,8 +16,8 @@ sync and async clients share one set of watches. The rules are Consul's own:
 * names are validated before any call and registry data before use (``consul_parse``); a
   query has a total deadline and a size cap; strings from Consul are capped and escaped;
 * at most ``max_watches`` watches block at once (the rest poll); idle ones stop.
-
-First use waits up to ``first_timeout``, then fails naming Consul's address (never its token).
+First use waits up to ``first_timeout``, then fails naming Consul's address (never its token);
+each service's discovery chain is watched beside it (``chains``).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import consul
 import httpx
 
 from meshlib.clock import SYSTEM_CLOCK, Clock
+from meshlib.consul.chains import ChainLookups, ChainWatches
 from meshlib.consul.http import async_consul
 from meshlib.consul.parse import ParsedEntries, foreign, parse_health_entries, valid_service_name
 from meshlib.consul.settings import ConsulSettings
@@ -46,8 +47,8 @@ __all__ = ["ConsulDiscovery", "ConsulOptions"]
 log = logging.getLogger("meshlib.discovery")
 
 
-class ConsulDiscovery(Discovery):
-    """Endpoints from Consul's health API, watched with blocking queries."""
+class ConsulDiscovery(ChainLookups, Discovery):
+    """Endpoints from Consul's health API and discovery chains, watched with blocking queries."""
 
     def __init__(
         self,
@@ -68,6 +69,7 @@ class ConsulDiscovery(Discovery):
         self._consul: Any = None
         self._closed = False
         self._slots = WatchSlots(self.options.max_watches)
+        self._chains = ChainWatches(self.options, self._slots, settings.address, self._rng)
 
     # -- the request path --------------------------------------------------------------------
 
@@ -161,7 +163,7 @@ class ConsulDiscovery(Discovery):
         self._loop = loop
         return loop
 
-    def _spawn(self, w: _Watch) -> None:
+    def _client(self) -> Any:  # py-consul on httpx, made on the watch loop at first use
         if self._consul is None:
             opts = self.options  # httpx's read timeout only backs up each query's deadline
             self._consul = async_consul(
@@ -171,6 +173,10 @@ class ConsulDiscovery(Discovery):
                 max_response_bytes=opts.max_response_bytes,
                 max_watches=opts.max_watches,
             )
+        return self._consul
+
+    def _spawn(self, w: _Watch) -> None:
+        self._client()
         w.task = asyncio.get_running_loop().create_task(self._watch(w))
 
     def _claim_slot(self, w: _Watch) -> bool:
@@ -365,29 +371,23 @@ class ConsulDiscovery(Discovery):
         return True
 
     def watch_state(self) -> dict[str, dict[str, Any]]:
-        """Per watched service (for ``mesh_state()``): index, consecutive errors, last error
-        (capped and escaped), staleness, ``mode`` (``blocking``, or ``polling`` past
-        ``max_watches``), invalid entries in the last answer and in all, and answers rejected
-        because every entry was invalid."""
+        """Per watched service, for ``mesh_state()`` (``watches.state_row`` says what)."""
         now = self._clock.now()
-        out: dict[str, dict[str, Any]] = {}
-        for target, w in list(self._watches.items()):
-            out[str(target)] = state_row(w, now)
-        return out
+        return {str(target): state_row(w, now) for target, w in list(self._watches.items())}
 
     def close(self) -> None:
         with self._lock:
-            self._closed = True
+            self._closed = self._chains.closed = True
             loop, thread = self._loop, self._thread
             self._loop = None
         if loop is None:
             return
 
         async def shutdown() -> None:
-            for w in list(self._watches.values()):
-                if w.task is not None:
-                    w.task.cancel()
             tasks = [w.task for w in self._watches.values() if w.task is not None]
+            tasks += self._chains.tasks()
+            for task in tasks:
+                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if self._consul is not None:
                 await self._consul.http.close()
