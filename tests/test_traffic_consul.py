@@ -6,6 +6,7 @@ redirect between them, and each test reads which upstream answered (``x-upstream
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -19,7 +20,7 @@ import meshlib
 from meshlib.discovery.base import Target
 from meshlib.testing import FakeConsul
 from meshlib.traffic import parse_chain
-from meshlib.upstream import Upstream, UpstreamBehaviour
+from meshlib.upstream import Upstream, UpstreamBehaviour, UpstreamThread
 
 RESOLVER = {
     "Kind": "service-resolver",
@@ -29,6 +30,7 @@ RESOLVER = {
         "v1": {"Filter": "Service.Meta.version == v1"},
         "v2": {"Filter": "Service.Meta.version == v2"},
         "v3": {"Filter": "Service.Meta.version == v3"},
+        "slow": {"Filter": "Service.Meta.version == slow"},
     },
     "Failover": {"v3": {"ServiceSubset": "v2"}},
 }
@@ -237,3 +239,107 @@ async def test_the_last_good_chain_is_kept_through_a_consul_outage(consul: FakeC
 def test_a_malformed_chain_is_refused_with_the_reason() -> None:
     with pytest.raises(ValueError, match="StartNode"):
         parse_chain({"Chain": {"StartNode": "router:nope", "Nodes": {}}})
+
+
+async def test_route_timeout_applies_and_outbound_still_overrides_it(consul: FakeConsul) -> None:
+    slow = Upstream(UpstreamBehaviour(name="slow", latency=0.3))
+    await slow.start()
+    try:
+        consul.register_service(
+            "api",
+            service_id="api-slow",
+            address="127.0.0.1",
+            port=slow.port,
+            meta={"version": "slow"},
+        )
+        consul.set_config_entry(
+            {
+                "Kind": "service-router",
+                "Name": "api",
+                "Routes": [
+                    {
+                        "Match": {"HTTP": {"PathPrefix": "/slow"}},
+                        "Destination": {"ServiceSubset": "slow", "RequestTimeout": "100ms"},
+                    }
+                ],
+            }
+        )
+
+        @meshlib.outbound(timeout=3.0)
+        async def patient(client: httpx.AsyncClient) -> httpx.Response:
+            return await client.get("http://api/slow/x")
+
+        async with _client(consul) as client:
+            with pytest.raises(meshlib.DeadlineExceeded):
+                await client.get("http://api/slow/x")
+            r = await patient(client)
+            assert r.headers["x-upstream"] == "slow"
+            fast = await client.get("http://api/x")  # other routes keep the defaults
+            assert fast.headers["x-upstream"] in ("a", "b")
+    finally:
+        await slow.stop()
+
+
+def test_the_sync_client_follows_the_chain_too(upstream_threads: list[UpstreamThread]) -> None:
+    with FakeConsul() as consul:
+        for u, version in zip(upstream_threads, ("v1", "v1", "v2"), strict=True):
+            consul.register_service(
+                "api",
+                service_id=f"api-{u.port}",
+                address="127.0.0.1",
+                port=u.port,
+                meta={"version": version},
+            )
+        consul.set_config_entry(RESOLVER)
+        consul.set_config_entry(_split(0, 100))
+        d = meshlib.ConsulDiscovery(meshlib.ConsulSettings(host="127.0.0.1", port=consul.port))
+        try:
+            with meshlib.MeshClient(discovery=d) as client:
+                seen = {client.get("http://api/x").headers["x-upstream"] for _ in range(10)}
+                pinned = client.get("http://api/x", headers={"Mesh-Override": "api=v1"})
+        finally:
+            d.close()
+    assert seen == {"c"}
+    assert pinned.headers["x-upstream"] in ("a", "b")  # the override beats the split
+
+
+async def test_the_override_propagates_to_mesh_calls_only_when_configured(
+    consul: FakeConsul, ups: dict[str, Upstream]
+) -> None:
+    consul.set_config_entry(_split(100, 0))
+    async with _client(consul) as client:
+
+        async def app(scope, receive, send):  # type: ignore[no-untyped-def]
+            mesh = await client.get("http://api/echo")
+            outside = await client.get(f"http://127.0.0.1:{ups['a'].port}/echo")
+            body = json.dumps(
+                {
+                    "upstream": mesh.headers["x-upstream"],
+                    "mesh_saw": mesh.json()["headers"].get("mesh-override"),
+                    "outside_saw": outside.json()["headers"].get("mesh-override"),
+                }
+            ).encode()
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": body})
+
+        async def ask(propagate: bool) -> dict[str, object]:
+            wrapped = meshlib.MeshASGIMiddleware(app, propagate_override=propagate)
+            transport = httpx.ASGITransport(app=wrapped)
+            async with httpx.AsyncClient(transport=transport, base_url="http://inbound") as h:
+                r = await h.get("/", headers={"Mesh-Override": "api=v2"})
+                return r.json()  # type: ignore[no-any-return]
+
+        on = await ask(True)
+        off = await ask(False)
+    assert on == {"upstream": "c", "mesh_saw": "api=v2", "outside_saw": None}
+    assert off["upstream"] in ("a", "b")
+    assert off["mesh_saw"] is None
+
+
+async def test_an_override_to_a_subset_the_chain_does_not_reach_fails_clearly(
+    consul: FakeConsul,
+) -> None:
+    consul.set_config_entry(_split(100, 0))
+    async with _client(consul) as client:
+        with pytest.raises(meshlib.NoEndpointsAvailable, match="known subsets: v1, v2"):
+            await client.get("http://api/x", extensions={"mesh_override": {"api": "gold"}})

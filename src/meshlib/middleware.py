@@ -25,20 +25,26 @@ from typing import Any
 
 from meshlib.otel.tracing import attached, incoming_context
 from meshlib.scope.context import DEADLINE_HEADER, Deadline, deadline_scope, parse_deadline
+from meshlib.scope.override import OVERRIDE_HEADER, override_scope
 
 __all__ = ["MeshASGIMiddleware", "MeshWSGIMiddleware"]
 
 Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 _WSGI_KEY = "HTTP_" + DEADLINE_HEADER.upper().replace("-", "_")
+_WSGI_OVERRIDE = "HTTP_" + OVERRIDE_HEADER.upper().replace("-", "_")
 
 
 class MeshASGIMiddleware:
-    """ASGI middleware: an incoming ``x-mesh-deadline-ms`` caps outbound mesh calls."""
+    """ASGI middleware: an incoming ``x-mesh-deadline-ms`` caps outbound mesh calls, and
+    with ``propagate_override`` an incoming ``Mesh-Override`` follows them."""
 
-    def __init__(self, app: ASGIApp, *, max_deadline: float = 3600.0) -> None:
+    def __init__(
+        self, app: ASGIApp, *, max_deadline: float = 3600.0, propagate_override: bool = False
+    ) -> None:
         self.app = app
         self.max_deadline = max_deadline
+        self.propagate_override = propagate_override
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope.get("type") != "http":
@@ -49,16 +55,26 @@ class MeshASGIMiddleware:
         }
         seconds = parse_deadline(headers.get(DEADLINE_HEADER), cap=self.max_deadline)
         deadline = Deadline.after(seconds) if seconds is not None else None
-        with deadline_scope(deadline), incoming_context(headers):
+        pin = headers.get(OVERRIDE_HEADER) if self.propagate_override else None
+        with deadline_scope(deadline), incoming_context(headers), override_scope(pin):
             await self.app(scope, receive, send)
 
 
 class MeshWSGIMiddleware:
-    """WSGI middleware: an incoming ``x-mesh-deadline-ms`` caps outbound mesh calls."""
+    """WSGI middleware: an incoming ``x-mesh-deadline-ms`` caps outbound mesh calls, and
+    with ``propagate_override`` an incoming ``Mesh-Override`` follows them (while the app
+    runs; a streamed body's later chunks do not carry it)."""
 
-    def __init__(self, app: Callable[..., Iterable[bytes]], *, max_deadline: float = 3600.0):
+    def __init__(
+        self,
+        app: Callable[..., Iterable[bytes]],
+        *,
+        max_deadline: float = 3600.0,
+        propagate_override: bool = False,
+    ):
         self.app = app
         self.max_deadline = max_deadline
+        self.propagate_override = propagate_override
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         seconds = parse_deadline(environ.get(_WSGI_KEY), cap=self.max_deadline)
@@ -68,7 +84,8 @@ class MeshWSGIMiddleware:
             for key, value in environ.items()
             if key.startswith("HTTP_") and isinstance(value, str)
         }
-        with deadline_scope(deadline), incoming_context(headers) as ctx:
+        pin = environ.get(_WSGI_OVERRIDE) if self.propagate_override else None
+        with deadline_scope(deadline), incoming_context(headers) as ctx, override_scope(pin):
             body = self.app(environ, start_response)
         if deadline is None and ctx is None:
             return body

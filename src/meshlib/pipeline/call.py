@@ -38,6 +38,7 @@ from meshlib.scope.context import (
     current_policy,
     format_deadline,
 )
+from meshlib.scope.override import OVERRIDE_HEADER, current_override
 from meshlib.traffic.chain import Choice
 
 __all__ = ["Call", "CallSettings"]
@@ -233,6 +234,9 @@ class Call:
             request.extensions[DEADLINE] = time.monotonic() + bound
         if remaining is not None and self._settings.propagate_deadline:
             attempt.headers.append((DEADLINE_HEADER, format_deadline(remaining)))
+        pin = current_override()
+        if pin is not None and OVERRIDE_HEADER not in request.headers:
+            attempt.headers.append((OVERRIDE_HEADER, pin))
         return attempt
 
     def _timeouts(self, remaining: float | None) -> dict[str, float | None]:

@@ -14,8 +14,11 @@ order and the first with an available endpoint takes the call; with none, the ca
 the chosen target and fails there with ``NoEndpointsAvailable`` naming it.
 
 The per-request override (``Mesh-Override: <service>=<subset>``, or the ``mesh_override``
-extension) pins the call to a subset the chain knows, bypassing routes and splits, for
-testing in production in the spirit of Linkerd's ``l5d-dtab``.
+extension, or the value the inbound middleware propagated: ``meshlib.scope.override``) pins
+the call to a subset the chain knows, bypassing routes and splits, for testing in production
+in the spirit of Linkerd's ``l5d-dtab``. A subset the chain does not reach fails the call
+with ``NoEndpointsAvailable`` naming the subsets it does reach, rather than silently
+ignoring the pin.
 """
 
 from __future__ import annotations
@@ -30,11 +33,10 @@ from meshlib.discovery.base import Target
 from meshlib.errors import NoEndpointsAvailable
 from meshlib.extensions import OVERRIDE
 from meshlib.routing.state import ServiceState
+from meshlib.scope.override import OVERRIDE_HEADER, current_override
 from meshlib.traffic.chain import Chain, ChainTarget, Choice
 
 __all__ = ["OVERRIDE_HEADER", "Chains", "parse_override"]
-
-OVERRIDE_HEADER = "mesh-override"
 
 
 def parse_override(value: Any) -> dict[str, str]:
@@ -91,7 +93,7 @@ class Chains:
         """The route, split and target for one request (and the override, if any)."""
         pin = request.extensions.get(OVERRIDE)
         if pin is None:
-            pin = request.headers.get(OVERRIDE_HEADER)
+            pin = request.headers.get(OVERRIDE_HEADER) or current_override()
         if pin:
             pinned = self._pinned(chain, pin)
             if pinned is not None:
