@@ -343,3 +343,39 @@ async def test_an_override_to_a_subset_the_chain_does_not_reach_fails_clearly(
     async with _client(consul) as client:
         with pytest.raises(meshlib.NoEndpointsAvailable, match="known subsets: v1, v2"):
             await client.get("http://api/x", extensions={"mesh_override": {"api": "gold"}})
+
+
+def test_resolve_prints_the_routes_split_and_subsets_in_force(
+    fake_consul_env: FakeConsul, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meshlib.cli import main
+
+    for i, version in enumerate(("v1", "v2")):
+        fake_consul_env.register_service(
+            "api",
+            service_id=f"api-{i}",
+            address="127.0.0.1",
+            port=8001 + i,
+            meta={"version": version},
+        )
+    fake_consul_env.set_config_entry(RESOLVER)
+    fake_consul_env.set_config_entry(_split(90, 10))
+    fake_consul_env.set_config_entry(
+        {
+            "Kind": "service-router",
+            "Name": "api",
+            "Routes": [
+                {"Match": {"HTTP": {"PathPrefix": "/beta"}}, "Destination": {"ServiceSubset": "v2"}}
+            ],
+        }
+    )
+    monkeypatch.setenv("MESH_DISCOVERY", "consul")
+    assert main(["resolve", "api"]) == 0
+    out = capsys.readouterr().out
+    assert "2 endpoint(s)" in out
+    assert "0: {'path_prefix': '/beta'} -> v2.api.default.default.dc1" in out
+    assert "1: everything -> 90% v1.api.default.default.dc1, 10% v2.api.default.default.dc1" in out
+    assert (
+        "v2.api.default.default.dc1 filter 'Service.Meta.version == v2': "
+        "1 endpoint(s) 127.0.0.1:8002" in out
+    )
