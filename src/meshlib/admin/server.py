@@ -69,14 +69,16 @@ def merged_state(sources: Sources) -> dict[str, Any]:
     items = _as_list(sources)
     if len(items) == 1:
         return items[0].mesh_state()
-    services: dict[str, Any] = {}
+    merged: dict[str, dict[str, Any]] = {"services": {}, "traffic": {}}
     for source in items:
-        for name, svc in source.mesh_state().get("services", {}).items():
-            key, n = name, 2
-            while key in services:
-                key, n = f"{name}#{n}", n + 1
-            services[key] = svc
-    return {"services": services}
+        state = source.mesh_state()
+        for part, into in merged.items():
+            for name, value in (state.get(part) or {}).items():
+                key, n = name, 2
+                while key in into:
+                    key, n = f"{name}#{n}", n + 1
+                into[key] = value
+    return merged
 
 
 def parse_admin_addr(addr: str, token: str | None = None) -> tuple[str, int]:
