@@ -33,6 +33,7 @@ from meshlib.limit.limits import LimitPolicy
 from meshlib.pipeline.settings import PipelineSettings
 from meshlib.retry.budget import BudgetPolicy
 from meshlib.retry.policy import RetryPolicy, exponential_wait
+from meshlib.routing.locality import LocalityPolicy, locality_from_env
 
 __all__ = ["ENGINES", "MeshConfig", "parse_duration"]
 
@@ -119,6 +120,8 @@ class MeshConfig:
     """Send the remaining deadline to mesh services (``MESH_PROPAGATE_DEADLINE``)."""
     limits: Mapping[str, LimitPolicy] = field(default_factory=dict)
     """Per-service rate and concurrency limits (``MESH_RATE_LIMIT``, ``MESH_MAX_IN_FLIGHT``)."""
+    locality: LocalityPolicy | None = None
+    """Prefer the caller's zone (``MESH_ZONE``, ``MESH_ZONE_KEY``, ``MESH_ZONE_MIN_HEALTHY``)."""
     consul: ConsulSettings = field(default_factory=ConsulSettings)
     """How to reach Consul (``CONSUL_*``, Go client rules)."""
     consul_options: ConsulOptions = field(default_factory=ConsulOptions)
@@ -183,6 +186,7 @@ class MeshConfig:
         kw["budget"] = _build("MESH_RETRY_BUDGET_*", BudgetPolicy, _budget_kw(env))
         kw["accrual"] = _build("MESH_ACCRUAL_*", AccrualPolicy, _accrual_kw(env))
         kw["limits"] = _limits_from_env(env)
+        kw["locality"] = locality_from_env(env, _number, ConfigError)
         if kw["discovery"] == "consul" or env.get("MESH_SERVICE_NAME"):
             kw["consul"] = consul_settings_from_env(env, parse_bool)
         if kw["discovery"] == "consul":

@@ -89,6 +89,7 @@ class PipelineBase:
             ),
             accrual=settings.accrual,
             rng=self._rng,
+            locality=settings.locality,
         )
         self._call_settings = CallSettings(
             retry=settings.retry,

@@ -14,6 +14,7 @@ from meshlib.accrual.health import AccrualPolicy
 from meshlib.limit.limits import LimitPolicy
 from meshlib.retry.budget import BudgetPolicy
 from meshlib.retry.policy import RetryPolicy
+from meshlib.routing.locality import LocalityPolicy
 
 __all__ = ["PipelineSettings"]
 
@@ -36,3 +37,4 @@ class PipelineSettings:
     idempotency_key: bool = False
     propagate_deadline: bool = True
     limits: Mapping[str, LimitPolicy] = field(default_factory=dict)
+    locality: LocalityPolicy | None = None

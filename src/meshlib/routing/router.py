@@ -21,6 +21,7 @@ from meshlib.errors import NoEndpointsAvailable
 from meshlib.load.stats import EndpointStats
 from meshlib.routing.addressing import Addressing
 from meshlib.routing.chains import Chains
+from meshlib.routing.locality import LocalityPolicy, Zones
 from meshlib.routing.state import ServiceState
 from meshlib.traffic.chain import Chain
 
@@ -39,6 +40,7 @@ class Router:
         addressing: Addressing,
         accrual: AccrualPolicy | None = None,
         rng: random.Random | None = None,
+        locality: LocalityPolicy | None = None,
     ) -> None:
         self.discovery = discovery
         self.accrual = accrual if accrual is not None else AccrualPolicy()
@@ -53,6 +55,8 @@ class Router:
         self.addressing = addressing
         self._services: dict[Target, ServiceState] = {}
         self._endpoints: dict[Target, dict[str, EndpointState]] = {}
+        self.zones = Zones(locality) if locality is not None else None
+        """Zone-aware picks (``locality``), when the caller's zone is configured."""
         self.chains = Chains(self)
         """Traffic management: routes, splits and subsets per request (``chains``)."""
 
@@ -149,7 +153,9 @@ class Router:
         group = self._groups.get(state.target)
         panic = group is not None and group.panic()
         now = self.clock.now() if now is None else now
-        return self.balancer.pick(state.eps, now, avoid, panic)
+        zones = self.zones
+        eps = state.eps if zones is None else zones.choose(state, now)
+        return self.balancer.pick(eps, now, avoid, panic)
 
     def _watcher(
         self, target: Target, group: HealthGroup

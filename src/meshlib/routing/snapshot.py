@@ -86,6 +86,8 @@ def snapshot(
         if str(svc.target) in watch:
             # Consul: the watch's index, consecutive errors and the last one (no secrets).
             entry["discovery"] = watch[str(svc.target)]
+        if router.zones is not None:
+            entry["zones"] = router.zones.describe(svc)
         budget = budgets.get(svc.target)
         if budget is not None:
             entry["budget"] = budget.snapshot()
