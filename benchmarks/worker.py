@@ -19,6 +19,7 @@ from benchmarks.otel_worker import otel_api_check, otel_closed, otel_hooks, otel
 from benchmarks.overhead_worker import mesh_layer_loop
 from benchmarks.resilience_worker import consul_change, consul_idle, consul_outage, mesh_open_loop
 from benchmarks.scale_worker import scale_memory, scale_pick
+from benchmarks.traffic_worker import traffic_loop
 
 __all__ = ["KINDS", "RESULT_PREFIX", "main"]
 
@@ -39,6 +40,7 @@ KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "otel-sdk-floor": otel_sdk_floor,
     "otel-hooks": otel_hooks,
     "mesh-layer-loop": mesh_layer_loop,
+    "traffic-loop": traffic_loop,
 }
 
 

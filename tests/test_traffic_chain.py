@@ -142,3 +142,31 @@ def test_override_values_parse_and_bad_ones_say_how_to_fix_them() -> None:
     assert parse_override({"users": "canary"}) == {"users": "canary"}
     with pytest.raises(ValueError, match="<service>=<subset>"):
         parse_override("canary")
+
+
+def test_the_router_reads_path_headers_and_query_from_the_request() -> None:
+    import meshlib
+    from meshlib.discovery.base import Target
+
+    entries = [
+        RESOLVER,
+        _router(
+            _to("v2", QueryParam=[{"Name": "beta", "Exact": "1"}]),
+            _to("v2", PathRegex="/a%20b"),
+            _to("v1", Header=[{"Name": "X-Team", "Prefix": "pay"}]),
+        ),
+    ]
+    d = meshlib.StaticDiscovery({"api": ["127.0.0.1:9"]}, config_entries=entries)
+    mesh = meshlib.AsyncMeshTransport(discovery=d)
+    chain = mesh.router.chain(Target("api"))
+    assert chain is not None
+
+    def subset(url: str, **headers: str) -> str | None:
+        req = httpx.Request("GET", url, headers=headers)
+        return mesh.router.chains.choose(chain, req).target.subset
+
+    assert subset("http://api/x?beta=1") == "v2"
+    assert subset("http://api/x?beta=2") is None
+    assert subset("http://api/a%20b") == "v2"  # the path as sent, percent-encoding kept
+    assert subset("http://api/x", **{"X-Team": "payments"}) == "v1"  # names ignore case
+    assert subset("http://api/x", **{"Mesh-Override": "api=v2"}) == "v2"

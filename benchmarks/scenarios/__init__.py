@@ -21,6 +21,7 @@ from benchmarks.scenarios import (
     sidecar,
     success_path,
     sync,
+    traffic,
 )
 
 __all__ = ["SCENARIOS", "ScenarioFn"]
@@ -42,4 +43,5 @@ SCENARIOS: dict[str, ScenarioFn] = {
     consul.CHANGE: consul.run_change,
     consul.OUTAGE: consul.run_outage,
     otel.NAME: otel.run,
+    traffic.NAME: traffic.run,
 }

@@ -157,6 +157,8 @@ class PipelineBase:
         if budget is None:
             budget = self.budgets[target] = RetryBudget(self.settings.budget, clock=self._clock)
         route = choice.route if choice is not None else None
+        if route is not None and route.timeout is None and route.retries is None:
+            route = None  # nothing to override: skip the policy lookup
         return Call(
             router=self.router,
             service=service,

@@ -58,6 +58,55 @@ def parse_override(value: Any) -> dict[str, str]:
     return out
 
 
+_OVERRIDE_KEY = OVERRIDE_HEADER.encode("ascii")
+_NONE: Mapping[str, str] = {}
+
+
+def _header(headers: Any, key: bytes) -> str | None:
+    """One header by its lower-cased name. httpx's ``Headers.get`` lower-cases and encodes the
+    name and decodes every value on each call (several µs); its internal list already holds
+    lower-cased names, so it is scanned directly when present."""
+    items = getattr(headers, "_list", None)
+    if items is None:
+        value: str | None = headers.get(key.decode("ascii"))
+        return value
+    for _, name, value_bytes in items:
+        if name == key:
+            return str(value_bytes.decode("latin-1"))
+    return None
+
+
+def _headers(headers: Any, wanted: frozenset[bytes]) -> dict[str, str]:
+    """The ``wanted`` headers and the override, by lower-cased name (repeated ones joined
+    with ", ", as httpx does); the others are not decoded."""
+    items = getattr(headers, "_list", None)
+    if items is None:
+        return {k.lower(): v for k, v in headers.items()}
+    out: dict[str, str] = {}
+    for _, name, raw in items:
+        if name in wanted or name == _OVERRIDE_KEY:
+            key, value = name.decode("latin-1"), raw.decode("latin-1")
+            out[key] = f"{out[key]}, {value}" if key in out else value
+    return out
+
+
+def _has_query(url: Any) -> bool:
+    ref = getattr(url, "_uri_reference", None)
+    if ref is not None:
+        return bool(getattr(ref, "query", None))
+    return bool(url.query)
+
+
+def _path(url: Any) -> str:
+    """The path as sent (percent-encoding kept), without the query: what Envoy matches. httpx
+    keeps it parsed; ``raw_path`` would rebuild path and query as bytes on every call."""
+    ref = getattr(url, "_uri_reference", None)
+    path = getattr(ref, "path", None)
+    if isinstance(path, str):
+        return path or "/"
+    return str(url.raw_path.split(b"?", 1)[0].decode("ascii", "replace"))
+
+
 class _Router(Protocol):
     """What ``Chains`` needs of the router (which owns it)."""
 
@@ -74,11 +123,12 @@ class _Router(Protocol):
 
 
 class _Entry:
-    __slots__ = ("base", "chain_target", "state")
+    __slots__ = ("base", "base_target", "chain_target", "state")
 
     def __init__(self, chain_target: ChainTarget, base: ServiceState, state: ServiceState):
         self.chain_target = chain_target
         self.base = base
+        self.base_target = base.target
         self.state = state
 
 
@@ -90,19 +140,26 @@ class Chains:
         self._cache: dict[str, _Entry] = {}
 
     def choose(self, chain: Chain, request: Any) -> Choice:
-        """The route, split and target for one request (and the override, if any)."""
+        """The route, split and target for one request (and the override, if any). Only what
+        the chain's routes test is extracted from the request."""
+        headers: Mapping[str, str] = _NONE
         pin = request.extensions.get(OVERRIDE)
         if pin is None:
-            pin = request.headers.get(OVERRIDE_HEADER) or current_override()
+            if chain.uses_headers:  # one pass over the headers serves the routes and the pin
+                headers = _headers(request.headers, chain.header_names)
+                pin = headers.get(OVERRIDE_HEADER)
+            else:
+                pin = _header(request.headers, _OVERRIDE_KEY)
+            pin = pin or current_override()
         if pin:
             pinned = self._pinned(chain, pin)
             if pinned is not None:
                 return Choice(pinned, None)
         url = request.url
-        path = url.raw_path.split(b"?", 1)[0].decode("ascii", "replace")
-        return chain.choose(
-            request.method, path, request.headers, url.params, self._router.rng.random()
-        )
+        path = _path(url) if chain.uses_path else ""
+        query = url.params if chain.uses_query and _has_query(url) else _NONE
+        u = self._router.rng.random() if chain.splits else 0.0
+        return chain.choose(request.method, path, headers, query, u)
 
     def _pinned(self, chain: Chain, pin: Any) -> ChainTarget | None:
         try:
@@ -171,10 +228,10 @@ class Chains:
         return any(st.available(now) for st in state.eps.states)
 
     def _subset(self, t: ChainTarget) -> ServiceState | None:
-        base = self._router.service(self.base_target(t))
+        entry = self._cache.get(t.id)
+        base = self._router.service(entry.base_target if entry is not None else self.base_target(t))
         if base is None:
             return None
-        entry = self._cache.get(t.id)
         if entry is not None and entry.chain_target is t and entry.base is base:
             return entry.state
         return self._build(t, base)

@@ -22,17 +22,18 @@ from __future__ import annotations
 import bisect
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from meshlib.endpoint import Endpoint
 from meshlib.traffic.bexpr import FilterError, Predicate, compile_filter
 from meshlib.traffic.durations import parse_go_duration
-from meshlib.traffic.match import RouteMatch, Values, parse_match
+from meshlib.traffic.match import Check, RouteMatch, parse_match
 from meshlib.traffic.schema import SUBSET_SCHEMA, endpoint_view
 
 __all__ = ["Chain", "ChainTarget", "Choice", "Route", "Split", "parse_chain"]
 
 _LB_POLICIES = {"": "default", "least_request": "default", "round_robin": "round-robin"}
+_CONSUL_CONNECT_TIMEOUT = 5.0
 _RETRY_ON = frozenset({"connect-failure", "refused-stream", "reset", "retriable-status-codes"})
 
 
@@ -106,11 +107,16 @@ class Route:
     timeout: float | None = None
     retries: int | None = None
     retry_statuses: frozenset[int] = frozenset()
+    test: Check | None = field(init=False)
+    """The match as one closure (None: everything matches)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "test", self.match.compiled() if self.match else None)
 
 
-@dataclass(frozen=True, slots=True)
-class Choice:
-    """Where one request goes: a target, and the route that sent it there (if any)."""
+class Choice(NamedTuple):
+    """Where one request goes: a target, and the route that sent it there (if any). A tuple:
+    one is made per request, and a tuple is the cheapest immutable record to make."""
 
     target: ChainTarget
     route: Route | None
@@ -126,14 +132,35 @@ class Chain:
     """Where requests go when there is no router (None when there is one)."""
     targets: Mapping[str, ChainTarget]
     problems: tuple[str, ...] = ()
+    uses_path: bool = field(init=False)
+    """Some route tests the path (else the caller need not extract it)."""
+    uses_headers: bool = field(init=False)
+    header_names: frozenset[bytes] = field(init=False)
+    """The (lower-cased) header names the routes test."""
+    uses_query: bool = field(init=False)
+    splits: bool = field(init=False)
+    """Some request may need the split's draw."""
 
-    def choose(self, method: str, path: str, headers: Values, query: Values, u: float) -> Choice:
+    def __post_init__(self) -> None:
+        matches = [r.match for r in self.routes if r.match is not None]
+        path = any(m.path_exact or m.path_prefix or m.path_regex for m in matches)
+        object.__setattr__(self, "uses_path", path)
+        object.__setattr__(self, "uses_headers", any(m.headers for m in matches))
+        names = frozenset(h.name.encode("latin-1") for m in matches for h in m.headers)
+        object.__setattr__(self, "header_names", names)
+        object.__setattr__(self, "uses_query", any(m.query for m in matches))
+        steps = [r.step for r in self.routes] + ([self.start] if self.start else [])
+        object.__setattr__(self, "splits", any(isinstance(s, Split) for s in steps))
+
+    def choose(self, method: str, path: str, headers: Any, query: Any, u: float) -> Choice:
+        """``headers`` (by lower-cased name) and ``query`` are mappings (``match.Values``);
+        ``u`` is a uniform draw in [0, 1) for the split."""
         route: Route | None = None
         step = self.start
         if step is None:
             for r in self.routes:
-                m = r.match
-                if m is None or m.matches(method, path, headers, query):
+                test = r.test
+                if test is None or test(method, path, headers, query):
                     route, step = r, r.step
                     break
             else:  # no route matched: the service's own default (Consul always adds one)
@@ -231,6 +258,10 @@ class _Reader:
         timeout = self.timeouts.get(tid)
         if timeout is None:
             timeout = _seconds(raw.get("ConnectTimeout"), f"target {tid} ConnectTimeout")
+        if timeout == _CONSUL_CONNECT_TIMEOUT:
+            # Consul fills in its default everywhere; httpx's default connect timeout is the
+            # same 5 s, so only a resolver's own setting needs applying on each attempt.
+            timeout = None
         t = ChainTarget(
             id=tid,
             service=str(raw.get("Service") or ""),

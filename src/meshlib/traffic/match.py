@@ -13,15 +13,15 @@ expression that does not compile is refused when the chain is read.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-__all__ = ["RouteMatch", "Values", "parse_match"]
+__all__ = ["Check", "RouteMatch", "Values", "parse_match"]
 
 
 class Values(Protocol):
-    """Headers or query parameters: ``get`` by name (httpx's are case-insensitive for headers)."""
+    """Headers or query parameters: ``get`` by name (header names come lower-cased)."""
 
     def get(self, key: str, default: Any = None) -> Any: ...
 
@@ -66,16 +66,52 @@ class RouteMatch:
     def matches(self, method: str, path: str, headers: Values, query: Values) -> bool:
         if self.methods and method not in self.methods:
             return False
-        if self.path_exact is not None and path != self.path_exact:
+        prefix = self.path_prefix
+        if prefix is not None and not path.startswith(prefix):
             return False
-        if self.path_prefix is not None and not path.startswith(self.path_prefix):
+        exact = self.path_exact
+        if exact is not None and path != exact:
             return False
-        if self.path_regex is not None and self.path_regex.fullmatch(path) is None:
+        regex = self.path_regex
+        if regex is not None and regex.fullmatch(path) is None:
             return False
         for m in self.headers:
             if not m.test(headers):
                 return False
-        return all(m.test(query) for m in self.query)
+        for m in self.query:  # noqa: SIM110 - a loop: all() with a generator costs more here
+            if not m.test(query):
+                return False
+        return True
+
+    def compiled(self) -> Check:
+        """``matches`` as one closure holding only this route's conditions (built once per
+        chain version): a route tested on every request pays for nothing it does not test."""
+        checks: list[Check] = []
+        if self.methods:
+            methods = self.methods
+            checks.append(lambda m, p, h, q: m in methods)
+        if self.path_prefix is not None:
+            prefix = self.path_prefix
+            checks.append(lambda m, p, h, q: p.startswith(prefix))
+        if self.path_exact is not None:
+            exact = self.path_exact
+            checks.append(lambda m, p, h, q: p == exact)
+        if self.path_regex is not None:
+            full = self.path_regex.fullmatch
+            checks.append(lambda m, p, h, q: full(p) is not None)
+        checks.extend(_check(matcher, header=True) for matcher in self.headers)
+        checks.extend(_check(matcher, header=False) for matcher in self.query)
+        if len(checks) == 1:
+            return checks[0]
+        every = tuple(checks)
+
+        def all_of(m: str, p: str, h: Values, q: Values) -> bool:
+            for check in every:  # noqa: SIM110 - a loop: all() with a generator costs more
+                if not check(m, p, h, q):
+                    return False
+            return True
+
+        return all_of
 
     def describe(self) -> dict[str, Any]:
         """The conditions as plain JSON, for ``mesh_state()``."""
@@ -97,6 +133,26 @@ class RouteMatch:
         return out
 
 
+Check = Callable[[str, str, Values, Values], bool]
+"""``(method, path, headers, query) -> matched``."""
+
+
+def _check(matcher: _Matcher, *, header: bool) -> Check:
+    name, value, invert = matcher.name, matcher.value, matcher.invert
+    if matcher.kind == "exact":
+        if header:
+            return lambda m, p, h, q: (h.get(name) == value) != invert
+        return lambda m, p, h, q: (q.get(name) == value) != invert
+    if matcher.kind == "present":
+        if header:
+            return lambda m, p, h, q: (h.get(name) is not None) != invert
+        return lambda m, p, h, q: (q.get(name) is not None) != invert
+    test = matcher.test
+    if header:
+        return lambda m, p, h, q: test(h)
+    return lambda m, p, h, q: test(q)
+
+
 def _compile(text: str, where: str) -> re.Pattern[str]:
     try:
         return re.compile(text)
@@ -104,12 +160,14 @@ def _compile(text: str, where: str) -> re.Pattern[str]:
         raise ValueError(f"{where}: {text!r} is not a valid regular expression: {exc}") from None
 
 
-def _matchers(raw: Any, where: str, kinds: tuple[str, ...]) -> tuple[_Matcher, ...]:
+def _matchers(
+    raw: Any, where: str, kinds: tuple[str, ...], lower: bool = False
+) -> tuple[_Matcher, ...]:
     out = []
     for i, spec in enumerate(raw or []):
         if not isinstance(spec, Mapping) or not isinstance(spec.get("Name"), str):
             raise ValueError(f"{where}[{i}] needs a Name")
-        name = spec["Name"]
+        name = spec["Name"].lower() if lower else spec["Name"]
         kind, value = "present", ""
         for key in kinds:
             given = spec.get(key)
@@ -132,7 +190,9 @@ def parse_match(raw: Any) -> RouteMatch | None:
         path_exact=http.get("PathExact") or None,
         path_prefix=None if prefix == "/" else prefix,
         path_regex=_compile(regex, "PathRegex") if regex else None,
-        headers=_matchers(http.get("Header"), "Header", ("Exact", "Prefix", "Suffix", "Regex")),
+        headers=_matchers(
+            http.get("Header"), "Header", ("Exact", "Prefix", "Suffix", "Regex"), lower=True
+        ),
         query=_matchers(http.get("QueryParam"), "QueryParam", ("Exact", "Regex")),
         methods=frozenset(str(m).upper() for m in http.get("Methods") or ()),
     )
