@@ -170,3 +170,26 @@ def test_the_router_reads_path_headers_and_query_from_the_request() -> None:
     assert subset("http://api/a%20b") == "v2"  # the path as sent, percent-encoding kept
     assert subset("http://api/x", **{"X-Team": "payments"}) == "v1"  # names ignore case
     assert subset("http://api/x", **{"Mesh-Override": "api=v2"}) == "v2"
+
+
+def test_failover_to_other_datacenters_names_targets_there() -> None:
+    resolver = {
+        "Kind": "service-resolver",
+        "Name": "api",
+        "Failover": {"*": {"Datacenters": ["dc2", "dc3"]}},
+        "ConnectTimeout": "1500ms",
+    }
+    table = {("service-resolver", "api"): resolver}
+    chain = parse_chain(
+        compile_chain("api", datacenter="dc1", lookup=lambda k, n: table.get((k, n)))
+    )
+    assert chain is not None
+    primary = chain.start
+    assert primary.dc is None  # type: ignore[union-attr]
+    assert primary.connect_timeout == 1.5  # type: ignore[union-attr]
+    assert [(t.service, t.dc) for t in primary.failover] == [("api", "dc2"), ("api", "dc3")]  # type: ignore[union-attr]
+
+    from meshlib.discovery.base import Target
+    from meshlib.routing.chains import Chains
+
+    assert Chains.base_target(primary.failover[0]) == Target("api", dc="dc2")  # type: ignore[union-attr]

@@ -81,3 +81,27 @@ def test_zone_settings_come_from_the_environment_with_clear_errors() -> None:
     assert meshlib.MeshConfig.from_env({}).locality is None
     with pytest.raises(ConfigError, match="MESH_ZONE_MIN_HEALTHY"):
         meshlib.MeshConfig.from_env({"MESH_ZONE": "a", "MESH_ZONE_MIN_HEALTHY": "2"})
+
+
+def test_an_overloaded_local_zone_spills_over_and_returns_when_the_hold_ends() -> None:
+    from meshlib.balance.balancer import EndpointSet, EndpointState
+    from meshlib.discovery.base import Resolution, Target
+    from meshlib.endpoint import Endpoint
+    from meshlib.load.metric import PeakEwma
+    from meshlib.routing.locality import Zones
+    from meshlib.routing.state import ServiceState
+
+    def state(port: int, zone: str) -> EndpointState:
+        ep = Endpoint(host="127.0.0.1", port=port, meta={"zone": zone})
+        return EndpointState(ep, PeakEwma(now=0.0))
+
+    states = [state(1, "z1"), state(2, "z2"), state(3, "z2")]
+    svc = ServiceState(
+        Target("api"), Resolution(Target("api"), (), "test", 0.0), EndpointSet(states)
+    )
+    zones = Zones(LocalityPolicy(zone="z1"))
+    assert [s.address for s in zones.choose(svc, 1.0).states] == ["127.0.0.1:1"]
+    states[0].metric.overloaded(until=5.0)  # a 429 with Retry-After: 4 s
+    assert len(zones.choose(svc, 2.0).states) == 3  # spilled over to every zone
+    assert [s.address for s in zones.choose(svc, 6.0).states] == ["127.0.0.1:1"]  # back home
+    assert zones.describe(svc)["picks_spilled"] == 1
