@@ -107,3 +107,18 @@ async def test_entries_can_be_given_in_code_and_redirect_a_name(upstreams: list[
     async with meshlib.AsyncMeshClient(discovery=d) as client:
         r = await client.get("http://old-api/")
     assert r.headers["x-upstream"] == "b"
+
+
+async def test_a_resolvers_round_robin_policy_is_honoured(upstreams: list[Upstream]) -> None:
+    d = meshlib.StaticDiscovery(
+        {"api": [f"127.0.0.1:{u.port}" for u in upstreams]},
+        config_entries=[
+            {"Kind": "service-resolver", "Name": "api", "LoadBalancer": {"Policy": "round_robin"}}
+        ],
+    )
+    async with meshlib.AsyncMeshClient(discovery=d) as client:
+        seen = [(await client.get("http://api/")).headers["x-upstream"] for _ in range(9)]
+        problems = client.mesh_state()["traffic"]["api"]["chain"]["problems"]
+    assert Counter(seen) == {"a": 3, "b": 3, "c": 3}  # strictly in turn, unlike P2C
+    assert seen[:3] == seen[3:6] == seen[6:]
+    assert problems == []

@@ -121,6 +121,8 @@ class _Router(Protocol):
 
     def share_group(self, base: Target, subset: Target) -> None: ...
 
+    def round_robin(self) -> Any: ...
+
 
 class _Entry:
     __slots__ = ("base", "base_target", "chain_target", "state")
@@ -238,11 +240,12 @@ class Chains:
 
     def _build(self, t: ChainTarget, base: ServiceState) -> ServiceState:
         target = Target(t.service, dc=t.dc, subset=t.subset)
+        balancer = self._router.round_robin() if t.balancer == "round-robin" else None
         if t.subset is None and t.predicate is None and not t.refused:
-            state = ServiceState(target, base.resolution, base.eps)
+            state = ServiceState(target, base.resolution, base.eps, balancer)
         else:
             kept = [st for st in base.eps.states if t.admits(st.endpoint)]
-            state = ServiceState(target, base.resolution, EndpointSet(kept))
+            state = ServiceState(target, base.resolution, EndpointSet(kept), balancer)
         self._router.share_group(self.base_target(t), target)
         self._cache[t.id] = _Entry(t, base, state)
         return state

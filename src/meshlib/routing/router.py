@@ -14,7 +14,7 @@ import random
 from collections.abc import Callable, Iterator
 
 from meshlib.accrual.health import AccrualPolicy, EndpointHealth, HealthGroup
-from meshlib.balance.balancer import Balancer, EndpointSet, EndpointState
+from meshlib.balance.balancer import Balancer, EndpointSet, EndpointState, RoundRobin
 from meshlib.clock import Clock
 from meshlib.discovery.base import Discovery, Resolution, Target
 from meshlib.errors import NoEndpointsAvailable
@@ -55,6 +55,7 @@ class Router:
         self.addressing = addressing
         self._services: dict[Target, ServiceState] = {}
         self._endpoints: dict[Target, dict[str, EndpointState]] = {}
+        self._round_robin: Balancer | None = None
         self.zones = Zones(locality) if locality is not None else None
         """Zone-aware picks (``locality``), when the caller's zone is configured."""
         self.chains = Chains(self)
@@ -155,7 +156,13 @@ class Router:
         now = self.clock.now() if now is None else now
         zones = self.zones
         eps = state.eps if zones is None else zones.choose(state, now)
-        return self.balancer.pick(eps, now, avoid, panic)
+        return (state.balancer or self.balancer).pick(eps, now, avoid, panic)
+
+    def round_robin(self) -> Balancer:
+        """The round-robin balancer for targets whose resolver asks for it (made once)."""
+        if self._round_robin is None:
+            self._round_robin = RoundRobin()
+        return self._round_robin
 
     def _watcher(
         self, target: Target, group: HealthGroup

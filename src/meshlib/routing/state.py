@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from meshlib.balance.balancer import EndpointSet
 from meshlib.discovery.base import Resolution, Target
 
@@ -12,9 +14,13 @@ class ServiceState:
     """One target's live endpoint set, rebuilt only when discovery hands over a new snapshot
     (or, for a subset, when the chain or the service's set changes)."""
 
-    __slots__ = ("eps", "resolution", "target")
+    __slots__ = ("balancer", "eps", "resolution", "target")
 
-    def __init__(self, target: Target, resolution: Resolution, eps: EndpointSet) -> None:
+    def __init__(
+        self, target: Target, resolution: Resolution, eps: EndpointSet, balancer: Any = None
+    ) -> None:
         self.target = target
         self.resolution = resolution
         self.eps = eps
+        self.balancer = balancer
+        """A balancer of its own (a resolver's ``LoadBalancer`` policy), else the router's."""
