@@ -224,6 +224,9 @@ async def test_an_unsupported_route_is_reported_and_ignored(
     assert len(warnings) == 1  # logged once, not per request
     traffic = state["traffic"]["api"]
     assert traffic["watch"]["unsupported"] == 1
+    from meshlib.admin.metrics import render_prometheus
+
+    assert 'meshlib_traffic_unsupported{service="api"} 1' in render_prometheus(state)
     assert any("PrefixRewrite" in p for p in traffic["chain"]["problems"])
 
 
