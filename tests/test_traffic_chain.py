@@ -115,7 +115,7 @@ def test_unsupported_features_become_problems_and_the_rest_is_kept() -> None:
 def test_a_subset_filter_meshlib_cannot_evaluate_matches_nothing_and_is_reported() -> None:
     resolver = {
         **RESOLVER,
-        "Subsets": {"v1": {"Filter": "Node.Meta.rack == r1"}},
+        "Subsets": {"v1": {"Filter": "Node.Node == n1"}},
         "DefaultSubset": "v1",
     }
     table = {("service-resolver", "api"): resolver}
@@ -125,7 +125,7 @@ def test_a_subset_filter_meshlib_cannot_evaluate_matches_nothing_and_is_reported
     assert chain is not None
     target = chain.start
     assert target.refused  # type: ignore[union-attr]
-    assert any("Node.Meta.rack" in p for p in chain.problems)
+    assert any("Node.Node" in p for p in chain.problems)
 
 
 def test_entries_are_validated_with_a_reason() -> None:

@@ -105,3 +105,56 @@ def test_an_overloaded_local_zone_spills_over_and_returns_when_the_hold_ends() -
     assert len(zones.choose(svc, 2.0).states) == 3  # spilled over to every zone
     assert [s.address for s in zones.choose(svc, 6.0).states] == ["127.0.0.1:1"]  # back home
     assert zones.describe(svc)["picks_spilled"] == 1
+
+
+async def test_zone_and_subsets_can_come_from_node_meta(upstreams: list[Upstream]) -> None:
+    a, b, c = (u.port for u in upstreams)
+    with FakeConsul() as consul:
+        consul.register_service(
+            "api",
+            service_id="a",
+            address="127.0.0.1",
+            port=a,
+            node="n1",
+            node_meta={"zone": "z1", "rack": "r1"},
+        )
+        consul.register_service(
+            "api",
+            service_id="b",
+            address="127.0.0.1",
+            port=b,
+            node="n2",
+            node_meta={"zone": "z2", "rack": "r2"},
+        )
+        consul.register_service(
+            "api",
+            service_id="c",
+            address="127.0.0.1",
+            port=c,
+            node="n2",
+            node_meta={"zone": "z2", "rack": "r2"},
+        )
+        d = meshlib.ConsulDiscovery(meshlib.ConsulSettings(host="127.0.0.1", port=consul.port))
+        try:
+            async with _client(consul, d) as client:
+                local = {(await client.get("http://api/")).headers["x-upstream"] for _ in range(20)}
+            consul.set_config_entry(
+                {
+                    "Kind": "service-resolver",
+                    "Name": "api",
+                    "DefaultSubset": "rack2",
+                    "Subsets": {"rack2": {"Filter": "Node.Meta.rack == r2"}},
+                }
+            )
+            d2 = meshlib.ConsulDiscovery(meshlib.ConsulSettings(host="127.0.0.1", port=consul.port))
+            try:
+                async with meshlib.AsyncMeshClient(discovery=d2) as client:
+                    racked = {
+                        (await client.get("http://api/")).headers["x-upstream"] for _ in range(20)
+                    }
+            finally:
+                d2.close()
+        finally:
+            d.close()
+    assert local == {"a"}  # z1 by the node's metadata
+    assert racked == {"b", "c"}  # the subset filter reads Node.Meta

@@ -92,7 +92,7 @@ def test_bad_entries_in_the_file_fail_at_start_naming_the_entry(
     bad = {**SPLIT, "Splits": [{"Weight": 80}]}
     with pytest.raises(ConfigError, match=r"config_entries\[1\]: the sum of all split weights"):
         meshlib.StaticDiscovery(file=_file(tmp_path, upstreams, [RESOLVER, bad]))
-    node_filter = {**RESOLVER, "Subsets": {"stable": {"Filter": "Node.Meta.rack == r1"}}}
+    node_filter = {**RESOLVER, "Subsets": {"stable": {"Filter": "Node.Node == n1"}}}
     with pytest.raises(ConfigError, match="Bad Subset"):
         meshlib.StaticDiscovery(file=_file(tmp_path, upstreams, [node_filter]))
 

@@ -7,7 +7,7 @@ process does no work. A file that fails to parse keeps the last good set and log
 per broken version; the next good version is applied and logged as recovered.
 
 File format (a mapping from service name to endpoints; an endpoint is ``"host:port"`` or a table
-with ``address`` and optional ``weight``, ``tags`` and ``meta``)::
+with ``address`` and optional ``weight``, ``tags``, ``meta`` and ``node_meta``)::
 
     {"users": ["127.0.0.1:8001", {"address": "127.0.0.1:8002", "weight": 2}]}
 
@@ -32,7 +32,7 @@ from typing import Any
 
 from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.discovery.base import Discovery, Resolution, Target
-from meshlib.endpoint import Endpoint, is_ip_literal, parse_endpoint, validate_host
+from meshlib.endpoint import EMPTY_META, Endpoint, is_ip_literal, parse_endpoint, validate_host
 from meshlib.errors import ConfigError
 from meshlib.traffic.bexpr import compile_filter
 from meshlib.traffic.chain import Chain, parse_chain
@@ -91,16 +91,20 @@ def _endpoint(spec: object, where: str) -> Endpoint:
         tags = spec.get("tags", ())
         if not isinstance(tags, list | tuple) or not all(isinstance(t, str) for t in tags):
             raise ValueError(f"{where}: tags must be a list of strings")
-        meta = spec.get("meta", {})
-        if not isinstance(meta, Mapping) or not all(isinstance(v, str) for v in meta.values()):
-            raise ValueError(f"{where}: meta must be a table of strings")
+        metas = []
+        for key in ("meta", "node_meta"):
+            meta = spec.get(key, {})
+            if not isinstance(meta, Mapping) or not all(isinstance(v, str) for v in meta.values()):
+                raise ValueError(f"{where}: {key} must be a table of strings")
+            metas.append({str(k): v for k, v in meta.items()})
         parsed = parse_endpoint(address, weight=float(weight))
         return Endpoint(
             host=parsed.host,
             port=parsed.port,
             weight=parsed.weight,
             tags=tuple(tags),
-            meta={str(k): v for k, v in meta.items()},
+            meta=metas[0],
+            node_meta=metas[1] or EMPTY_META,
         )
     raise ValueError(f"{where}: an endpoint must be 'host:port' or a table, got {spec!r}")
 

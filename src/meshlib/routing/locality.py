@@ -5,7 +5,8 @@ caller's zone (cheaper, faster, and what survives a cross-zone partition) as lon
 can take it. meshlib's rule, checked at every pick so it reacts within one request:
 
 * an endpoint is in the caller's zone when its metadata ``key`` (``MESH_ZONE_KEY``, default
-  ``zone``; Consul's ``Service.Meta``, or ``meta`` in a static file) equals ``MESH_ZONE``;
+  ``zone``; Consul's ``Service.Meta``, else ``Node.Meta``; ``meta``/``node_meta`` in a static
+  file) equals ``MESH_ZONE``;
 * the pick is made among the local endpoints while at least ``min_healthy`` of them
   (``MESH_ZONE_MIN_HEALTHY``, default 0.5, and never fewer than one) are available (not
   ejected by failure accrual) and not overloaded (no 429/503 ``Retry-After`` hold);
@@ -25,6 +26,7 @@ from typing import Any
 
 from meshlib.balance.balancer import EndpointSet
 from meshlib.discovery.base import Target
+from meshlib.endpoint import Endpoint
 from meshlib.routing.state import ServiceState
 
 __all__ = ["LocalityPolicy", "Zones", "locality_from_env"]
@@ -63,6 +65,11 @@ def locality_from_env(
         raise error(f"MESH_ZONE_*: {exc}; MESH_ZONE_MIN_HEALTHY takes e.g. 0.5") from None
 
 
+def _zone(endpoint: Endpoint, key: str) -> str:
+    """The endpoint's zone: its service metadata's ``key``, else its node's."""
+    return endpoint.meta.get(key) or endpoint.node_meta.get(key) or ""
+
+
 class _Split:
     __slots__ = ("all", "local", "picks_local", "picks_spilled", "spilling")
 
@@ -87,7 +94,7 @@ class Zones:
         if split is not None and split.all is state.eps:
             return split
         key, zone = self.policy.key, self.policy.zone
-        mine = [st for st in state.eps.states if st.endpoint.meta.get(key) == zone]
+        mine = [st for st in state.eps.states if _zone(st.endpoint, key) == zone]
         local = EndpointSet(mine) if mine and len(mine) < len(state.eps.states) else None
         fresh = _Split(state.eps, local)
         if split is not None:  # keep the counters across endpoint changes
@@ -118,7 +125,7 @@ class Zones:
         split = self._split(state)
         zones: dict[str, int] = {}
         for st in state.eps.states:
-            z = st.endpoint.meta.get(self.policy.key, "")
+            z = _zone(st.endpoint, self.policy.key)
             zones[z or "(none)"] = zones.get(z or "(none)", 0) + 1
         return {
             "local_zone": self.policy.zone,

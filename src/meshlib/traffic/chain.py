@@ -247,7 +247,8 @@ class _Reader:
                 self.problem(
                     f"target {tid}: subset filter {text!r} cannot be evaluated by meshlib "
                     f"({exc}); only Service.ID, Service.Service, Service.Tags, Service.Meta, "
-                    "Service.Address and Service.Port are known: the subset matches nothing"
+                    "Service.Address, Service.Port and Node.Meta are known: the subset "
+                    "matches nothing"
                 )
         dc = str(raw.get("Datacenter") or self.local_dc)
         resolver_node = self.raw_nodes.get("resolver:" + tid) or {}

@@ -1,10 +1,10 @@
-"""What a subset filter can see of an endpoint: the ``Service`` fields meshlib carries.
+"""What a subset filter can see of an endpoint: the fields meshlib carries of an instance.
 
 Consul evaluates a resolver's subset filter against each health entry (``Node``, ``Service``,
-``Checks``). meshlib keeps only the service half of an instance, so the selectors it can
-evaluate are ``Service.ID``, ``Service.Service``, ``Service.Tags``, ``Service.Meta``,
-``Service.Address`` and ``Service.Port``; a filter naming any other is refused when the chain
-is read (and reported), rather than silently matching nothing.
+``Checks``). meshlib keeps the service half of an instance and its node's metadata, so the
+selectors it can evaluate are ``Service.ID``, ``Service.Service``, ``Service.Tags``,
+``Service.Meta``, ``Service.Address``, ``Service.Port`` and ``Node.Meta``; a filter naming any
+other is refused when the chain is read (and reported), rather than silently matching nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ SUBSET_SCHEMA = Struct(
                 "Address": STRING,
                 "Port": INT,
             }
-        )
+        ),
+        "Node": Struct({"Meta": MapOf(STRING)}),
     }
 )
 
@@ -42,5 +43,6 @@ def endpoint_view(endpoint: Endpoint) -> dict[str, Any]:
             "Meta": dict(endpoint.meta),
             "Address": endpoint.host,
             "Port": endpoint.port,
-        }
+        },
+        "Node": {"Meta": dict(endpoint.node_meta)},
     }
