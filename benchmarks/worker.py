@@ -21,6 +21,7 @@ from benchmarks.overhead_worker import mesh_layer_loop
 from benchmarks.resilience_worker import consul_change, consul_idle, consul_outage, mesh_open_loop
 from benchmarks.scale_worker import scale_memory, scale_pick
 from benchmarks.tail_worker import tail_open_loop
+from benchmarks.traffic_worker import traffic_loop
 
 __all__ = ["KINDS", "RESULT_PREFIX", "main"]
 
@@ -44,6 +45,7 @@ KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "inbound-limit": inbound_limit,
     "inbound-refusal-cost": inbound_refusal_cost,
     "tail-open-loop": tail_open_loop,
+    "traffic-loop": traffic_loop,
 }
 
 

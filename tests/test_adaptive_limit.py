@@ -126,7 +126,7 @@ async def test_calls_above_the_limit_are_refused_fast_with_rate_limited() -> Non
     assert [r.status_code for r in results if isinstance(r, httpx.Response)] == [200] * 4
     assert up.stats().total == 4  # the refused never left the client
     refused_at.sort()
-    assert refused_at[5] < 0.1  # the first six to end did at once, not after 300 ms of queue
+    assert refused_at[5] < 0.2  # the first six ended at once, not after the 300 ms in the queue
     assert state["refused"] == 6
     assert state["in_flight"] == 0
     assert state["algorithm"] == "vegas"

@@ -310,7 +310,8 @@ def test_several_clients_are_merged_without_hiding_one() -> None:
             "users": {"endpoints": [1]},
             "orders": {"endpoints": []},
             "users#2": {"endpoints": [2]},
-        }
+        },
+        "traffic": {},  # each client's discovery chains, merged by service name alike
     }
     assert merged_state(a) == a.mesh_state()
     with pytest.raises(ValueError, match="at least one"):

@@ -89,7 +89,8 @@ async def test_dashboard_shows_services_and_follows_an_ejection(
                         card = page.locator('section[data-service="users"]')
                         await expect(card).to_be_visible(timeout=5000)
                         await expect(card.locator("h2 .name")).to_have_text("users")
-                        await expect(card.locator(".meta")).to_contain_text("deadline 5.00 s")
+                        meta = card.locator(".meta:not(.traffic)")
+                        await expect(meta).to_contain_text("deadline 5.00 s")
                         for addr in addrs:
                             row = card.locator(f'tr[data-endpoint="{addr}"]')
                             await expect(row.locator("td.state")).to_have_text("alive")
@@ -135,3 +136,53 @@ async def test_dashboard_shows_services_and_follows_an_ejection(
     assert len(data) > 20_000, len(data)
     assert sent > 10
     print(f"dashboard screenshot: {shot}")
+
+
+async def test_dashboard_shows_the_routes_and_split_in_force(
+    upstreams: list[Upstream], tmp_path: Path
+) -> None:
+    assert async_playwright is not None
+    assert CHROMIUM is not None
+    endpoints = [
+        {"address": f"127.0.0.1:{s.port}", "meta": {"version": v}}
+        for s, v in zip(upstreams, ("v1", "v1", "v2"), strict=True)
+    ]
+    entries = [
+        {
+            "Kind": "service-resolver",
+            "Name": "users",
+            "DefaultSubset": "v1",
+            "Subsets": {
+                "v1": {"Filter": "Service.Meta.version == v1"},
+                "v2": {"Filter": "Service.Meta.version == v2"},
+            },
+        },
+        {
+            "Kind": "service-splitter",
+            "Name": "users",
+            "Splits": [
+                {"Weight": 90, "ServiceSubset": "v1"},
+                {"Weight": 10, "ServiceSubset": "v2"},
+            ],
+        },
+    ]
+    discovery = meshlib.StaticDiscovery({"users": endpoints}, config_entries=entries)
+    async with meshlib.AsyncMeshClient(discovery=discovery, timeout=5) as client:
+        for _ in range(5):
+            await client.get("http://users/")
+        async with await start_admin(client, addr="127.0.0.1:0") as admin:
+            async with async_playwright() as pw:
+                browser = await pw.chromium.launch_persistent_context(
+                    str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=ARGS
+                )
+                try:
+                    page = browser.pages[0] if browser.pages else await browser.new_page()
+                    await page.goto(f"{admin.url}/", wait_until="load")
+                    card = page.locator('section[data-service="users"]')
+                    await expect(card.locator(".traffic")).to_have_text(
+                        "traffic: → 90% v1.users.default.default.dc1, "
+                        "10% v2.users.default.default.dc1",
+                        timeout=5000,
+                    )
+                finally:
+                    await browser.close()

@@ -217,6 +217,44 @@ def _setup_consul(env: Env) -> None:
     env.state["consul"] = consul
 
 
+@setup("canary")
+def _setup_canary(env: Env) -> None:
+    """FakeConsul at ``CONSUL_HTTP_ADDR``: ``users`` v1 and v2, split 90/10 by config entries
+    (subsets ``stable`` and ``canary``)."""
+    consul: FakeConsul = env.stack.enter_context(FakeConsul())
+    for i, server in enumerate(_users(env), 1):
+        consul.register_service(
+            "users",
+            service_id=f"users-{i}",
+            address="127.0.0.1",
+            port=server.port,
+            meta={"version": f"v{i}"},
+        )
+    consul.set_config_entry(
+        {
+            "Kind": "service-resolver",
+            "Name": "users",
+            "DefaultSubset": "stable",
+            "Subsets": {
+                "stable": {"Filter": "Service.Meta.version == v1"},
+                "canary": {"Filter": "Service.Meta.version == v2"},
+            },
+        }
+    )
+    consul.set_config_entry(
+        {
+            "Kind": "service-splitter",
+            "Name": "users",
+            "Splits": [
+                {"Weight": 90, "ServiceSubset": "stable"},
+                {"Weight": 10, "ServiceSubset": "canary"},
+            ],
+        }
+    )
+    env.monkeypatch.setenv("CONSUL_HTTP_ADDR", consul.http_addr)
+    env.state["consul"] = consul
+
+
 @setup("consul-down")
 def _setup_consul_down(env: Env) -> None:
     """``CONSUL_HTTP_ADDR`` names a loopback port nothing listens on."""

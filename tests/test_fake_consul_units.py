@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 import meshlib.testing.fake_consul as package
-from meshlib.testing.fake_consul.bexpr import (
+from meshlib.testing.fake_consul.decode import DecodeError, Fields, decode_service_def
+from meshlib.testing.fake_consul.kvstore import KVStore
+from meshlib.traffic.bexpr import (
     INT,
     STRING,
     FilterError,
@@ -18,13 +20,11 @@ from meshlib.testing.fake_consul.bexpr import (
     Struct,
     compile_filter,
 )
-from meshlib.testing.fake_consul.decode import DecodeError, Fields, decode_service_def
-from meshlib.testing.fake_consul.durations import (
+from meshlib.traffic.durations import (
     format_go_duration,
     parse_go_bool,
     parse_go_duration,
 )
-from meshlib.testing.fake_consul.kvstore import KVStore
 
 
 @pytest.mark.parametrize(

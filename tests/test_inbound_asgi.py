@@ -333,6 +333,8 @@ async def test_in_flight_and_limit_gauges_follow_the_middleware(
             during = _gauges(metric_reader)
             app.release.set()
             await held
+            # The slot is freed when the app returns, just after the client has its response.
+            await _wait_for(lambda: _gauges(metric_reader)["mesh.server.active_requests"] == 0)
             after = _gauges(metric_reader)
     assert during == {"mesh.server.active_requests": 1, "mesh.server.concurrency_limit": 3}
     assert after == {"mesh.server.active_requests": 0, "mesh.server.concurrency_limit": 3}

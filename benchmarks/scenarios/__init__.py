@@ -24,6 +24,7 @@ from benchmarks.scenarios import (
     success_path,
     sync,
     tail,
+    traffic,
 )
 
 __all__ = ["SCENARIOS", "ScenarioFn"]
@@ -49,4 +50,5 @@ SCENARIOS: dict[str, ScenarioFn] = {
     inbound.NAME: inbound.run,
     tail.STALLS: tail.run_stalls,
     tail.OVERLOAD: tail.run_overload,
+    traffic.NAME: traffic.run,
 }

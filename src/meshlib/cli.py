@@ -28,6 +28,7 @@ from meshlib.discovery.static import StaticDiscovery
 from meshlib.display import same_value, show_value
 from meshlib.errors import ConfigError, DiscoveryError
 from meshlib.routing.addressing import Addressing
+from meshlib.traffic.render import render_chain
 from meshlib.transport import discovery_from_config
 
 __all__ = ["main"]
@@ -141,14 +142,19 @@ def _cmd_resolve(service: str, timeout: float | None = None) -> int:
             return 1
         try:
             res = discovery.resolve_sync(target)
+            chain = discovery.resolve_chain_sync(target)
         except DiscoveryError as exc:
             print(f"meshlib: {exc}", file=sys.stderr)
             return 1
     finally:
         discovery.close()
-    if res is None:
+    if res is None and chain is None:
         print(f"{str(target)!r} is unknown to {discovery.describe()}", file=sys.stderr)
         return 1
+    if res is None or (chain is not None and not res.endpoints):
+        assert chain is not None
+        print("\n".join(render_chain(chain, ())))  # only a chain names it: a redirect, say
+        return 0
     if not res.endpoints:
         print(
             f"{str(target)!r} has no instance to route to in {discovery.describe()}",
@@ -160,6 +166,8 @@ def _cmd_resolve(service: str, timeout: float | None = None) -> int:
     for e in res.endpoints:
         tags = f"  tags={','.join(e.tags)}" if e.tags else ""
         print(f"  {e.address:<28} weight={e.weight:g}{tags}")
+    if chain is not None:
+        print("\n".join(render_chain(chain, res.endpoints)))
     return 0
 
 

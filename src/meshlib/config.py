@@ -43,6 +43,7 @@ from meshlib.pipeline.settings import PipelineSettings
 from meshlib.retry.budget import BudgetPolicy
 from meshlib.retry.hedge import HedgeBudgetPolicy, HedgePolicy
 from meshlib.retry.policy import RetryPolicy, exponential_wait
+from meshlib.routing.locality import LocalityPolicy, locality_from_env
 
 __all__ = ["ENGINES", "MeshConfig", "parse_duration"]
 
@@ -117,6 +118,8 @@ class MeshConfig:
     """Per-service hedged (backup) requests (``MESH_HEDGE``, ``MESH_HEDGE_MIN_DELAY``)."""
     hedge_budget: HedgeBudgetPolicy = field(default_factory=HedgeBudgetPolicy)
     """The extra load hedges may add (``MESH_HEDGE_BUDGET_PERCENT``)."""
+    locality: LocalityPolicy | None = None
+    """Prefer the caller's zone (``MESH_ZONE``, ``MESH_ZONE_KEY``, ``MESH_ZONE_MIN_HEALTHY``)."""
     consul: ConsulSettings = field(default_factory=ConsulSettings)
     """How to reach Consul (``CONSUL_*``, Go client rules)."""
     consul_options: ConsulOptions = field(default_factory=ConsulOptions)
@@ -190,6 +193,7 @@ class MeshConfig:
         kw["accrual"] = _build("MESH_ACCRUAL_*", AccrualPolicy, _accrual_kw(env))
         kw["limits"] = limits_from_env(env)
         kw["inbound"] = admission_from_env(env, parse_bool, parse_duration, _number, _int)
+        kw["locality"] = locality_from_env(env, _number, ConfigError)
         kw["hedges"] = hedges_from_env(env)
         if "MESH_HEDGE_BUDGET_PERCENT" in env:
             percent = _number("MESH_HEDGE_BUDGET_PERCENT", env["MESH_HEDGE_BUDGET_PERCENT"])

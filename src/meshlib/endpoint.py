@@ -13,9 +13,19 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
-__all__ = ["Endpoint", "inet_aton_value", "is_ip_literal", "parse_endpoint", "validate_host"]
+__all__ = [
+    "EMPTY_META",
+    "Endpoint",
+    "inet_aton_value",
+    "is_ip_literal",
+    "parse_endpoint",
+    "validate_host",
+]
 
+EMPTY_META: Mapping[str, str] = MappingProxyType({})
+"""Shared by every endpoint without node metadata (no dict per endpoint)."""
 _LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
 
 
@@ -105,8 +115,12 @@ class Endpoint:
     weight: float = 1.0
     tags: tuple[str, ...] = ()
     meta: Mapping[str, str] = field(default_factory=dict, hash=False)
-    """Compared (a meta-only change is a changed endpoint, which subset routing depends on)
-    but not hashed (a dict is not hashable; equal endpoints still hash alike)."""
+    """The service instance's metadata (Consul's ``Service.Meta``). Compared (a meta-only
+    change is a changed endpoint, which subset routing depends on) but not hashed (a dict is
+    not hashable; equal endpoints still hash alike)."""
+    node_meta: Mapping[str, str] = field(default_factory=lambda: EMPTY_META, hash=False)
+    """The node's metadata (Consul's ``Node.Meta``), for subset filters and zones; compared
+    like ``meta``."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "host", validate_host(self.host))

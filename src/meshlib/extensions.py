@@ -15,6 +15,7 @@ __all__ = [
     "ATTEMPT_HEADERS",
     "CONNECT",
     "DEADLINE",
+    "OVERRIDE",
     "POLICY",
     "PREFETCH",
     "ConnectPeer",
@@ -34,6 +35,10 @@ DEADLINE = "mesh_deadline"
 ATTEMPT_HEADERS = "mesh_attempt_headers"
 """Headers for one attempt only (deadline, trace context), which meshlib's engine writes on the
 wire in place of any header of the same name, so the caller's request is never changed."""
+
+OVERRIDE = "mesh_override"
+"""Pins a call to a subset: ``{"users": "canary"}`` or ``"users=canary"`` (traffic management;
+the ``Mesh-Override`` header says the same)."""
 
 CONNECT = "mesh_connect"
 """A ``ConnectPeer``: the attempt goes over Consul Connect mutual TLS to that identity."""

@@ -266,6 +266,7 @@ def render_prometheus(state: Mapping[str, Any]) -> str:
                 samples.append(f"{name}{_labels((('service', service),))} {value}")
         out.family(name, kind, help_text, samples)
     _connect(out, state.get("connect"))
+    _traffic(out, state.get("traffic") or {})
     return "\n".join(out.lines) + "\n" if out.lines else ""
 
 
@@ -297,3 +298,20 @@ def _connect(out: _Out, conn: Any) -> None:
     ):
         value = _number(conn.get(key))
         out.family(name, kind, help_text, [f"{name}{labels} {value}"] if value is not None else [])
+
+
+def _traffic(out: _Out, traffic: Mapping[str, Any]) -> None:
+    """Per service with a discovery chain: the features meshlib does not honour in it."""
+    samples = []
+    for service, entry in traffic.items():
+        chain = entry.get("chain") if isinstance(entry, Mapping) else None
+        if isinstance(chain, Mapping):
+            labels = _labels((("service", service),))
+            samples.append(f"meshlib_traffic_unsupported{labels} {len(chain.get('problems', []))}")
+    out.family(
+        "meshlib_traffic_unsupported",
+        "gauge",
+        "Features of the service's discovery chain that meshlib does not honour (each is "
+        "logged once and listed in mesh_state's traffic section; the rest of the chain applies).",
+        samples,
+    )

@@ -71,14 +71,16 @@ def merged_state(sources: Sources) -> dict[str, Any]:
     if len(items) == 1:
         return items[0].mesh_state()
     services: dict[str, Any] = {}
-    merged: dict[str, Any] = {"services": services}
+    traffic: dict[str, Any] = {}
+    merged: dict[str, Any] = {"services": services, "traffic": traffic}
     for source in items:
         state = source.mesh_state()
-        for name, svc in state.get("services", {}).items():
-            key, n = name, 2
-            while key in services:
-                key, n = f"{name}#{n}", n + 1
-            services[key] = svc
+        for part, into in (("services", services), ("traffic", traffic)):
+            for name, value in (state.get(part) or {}).items():
+                key, n = name, 2
+                while key in into:
+                    key, n = f"{name}#{n}", n + 1
+                into[key] = value
         if "connect" in state:  # one identity per process: every client shares it
             merged["connect"] = state["connect"]
         if "inbound" in state:  # an inbound middleware's admission (one per middleware)

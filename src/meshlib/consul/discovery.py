@@ -18,8 +18,8 @@ sync and async clients share one set of watches. The rules are Consul's own:
 * names are validated before any call and registry data before use (``consul_parse``); a
   query has a total deadline and a size cap; strings from Consul are capped and escaped;
 * at most ``max_watches`` watches block at once (the rest poll); idle ones stop.
-
-First use waits up to ``first_timeout``, then fails naming Consul's address (never its token).
+First use waits up to ``first_timeout``, then fails naming Consul's address (never its token);
+each service's discovery chain is watched beside it (``chains``).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from typing import Any
 import httpx
 
 from meshlib.clock import SYSTEM_CLOCK, Clock
+from meshlib.consul.chains import ChainLookups, ChainWatches
 from meshlib.consul.loop import WatchLoop, keep, track
 from meshlib.consul.parse import ParsedEntries, foreign, parse_health_entries
 from meshlib.consul.settings import ConsulSettings
@@ -47,8 +48,8 @@ __all__ = ["ConsulDiscovery", "ConsulOptions"]
 log = logging.getLogger("meshlib.discovery")
 
 
-class ConsulDiscovery(Discovery):
-    """Endpoints from Consul's health API, watched with blocking queries."""
+class ConsulDiscovery(ChainLookups, Discovery):
+    """Endpoints from Consul's health API and discovery chains, watched with blocking queries."""
 
     def __init__(
         self,
@@ -68,6 +69,7 @@ class ConsulDiscovery(Discovery):
         self._consul: Any = None
         self._closed = False
         self._slots = WatchSlots(self.options.max_watches)
+        self._chains = ChainWatches(self.options, self._slots, settings.address, self._rng)
         self._inherited: dict[Target, Resolution] = {}
         track(self)
 
@@ -78,9 +80,10 @@ class ConsulDiscovery(Discovery):
         if self._closed:
             return  # nothing runs; lookups answer from the closed watches as in the parent
         old_loop, old_thread = self._runner.take()
-        keep(old_loop, old_thread, self._consul, *self._watches.values())
+        keep(old_loop, old_thread, self._consul, *self._watches.values(), self._chains)
         self._consul = None
         self._slots = WatchSlots(self.options.max_watches)
+        self._chains = ChainWatches(self.options, self._slots, self.settings.address, self._rng)
         self._inherited = {t: w.resolution for t, w in self._watches.items() if w.resolution}
         self._watches = {}
 
@@ -164,7 +167,11 @@ class ConsulDiscovery(Discovery):
             self._runner.call(self._spawn, w)
         return w.first
 
-    def _spawn(self, w: _Watch) -> None:
+    def _on_loop(self, fn: Any, *args: Any) -> None:
+        """Run ``fn(*args)`` on the watch loop, in the background context (chains use it)."""
+        self._runner.call(fn, *args)
+
+    def _client(self) -> Any:  # py-consul on httpx, made on the watch loop at first use
         if self._consul is None:
             # Imported here: py-consul (and the ``requests`` it imports) costs ``import
             # meshlib`` nothing until Consul discovery is first used.
@@ -178,6 +185,10 @@ class ConsulDiscovery(Discovery):
                 max_response_bytes=opts.max_response_bytes,
                 max_watches=opts.max_watches,
             )
+        return self._consul
+
+    def _spawn(self, w: _Watch) -> None:
+        self._client()
         w.task = asyncio.get_running_loop().create_task(self._watch(w))
 
     def _claim_slot(self, w: _Watch) -> bool:
@@ -357,28 +368,22 @@ class ConsulDiscovery(Discovery):
         return True
 
     def watch_state(self) -> dict[str, dict[str, Any]]:
-        """Per watched service (for ``mesh_state()``): index, consecutive errors, last error
-        (capped and escaped), staleness, ``mode`` (``blocking``, or ``polling`` past
-        ``max_watches``), invalid entries in the last answer and in all, and answers rejected
-        because every entry was invalid."""
+        """Per watched service, for ``mesh_state()`` (``watches.state_row`` says what)."""
         now = self._clock.now()
-        out: dict[str, dict[str, Any]] = {}
-        for target, w in list(self._watches.items()):
-            out[str(target)] = state_row(w, now)
-        return out
+        return {str(target): state_row(w, now) for target, w in list(self._watches.items())}
 
     def close(self) -> None:
         with self._lock:
-            self._closed = True
+            self._closed = self._chains.closed = True
             loop, thread = self._runner.take()
         if loop is None:
             return
 
         async def shutdown() -> None:
-            for w in list(self._watches.values()):
-                if w.task is not None:
-                    w.task.cancel()
             tasks = [w.task for w in self._watches.values() if w.task is not None]
+            tasks += self._chains.tasks()
+            for task in tasks:
+                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             if self._consul is not None:
                 await self._consul.http.close()

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from meshlib.endpoint import Endpoint, validate_host
+from meshlib.endpoint import EMPTY_META, Endpoint, validate_host
 
 __all__ = [
     "FOREIGN_LIMIT",
@@ -132,6 +132,13 @@ def _address_ok(host: str, allow_link_local: bool) -> None:
         )
 
 
+def _clean(meta: Mapping[Any, Any]) -> dict[str, str]:
+    """String values only, and none that could forge a header or a log line."""
+    return {
+        str(k): v for k, v in meta.items() if isinstance(v, str) and "\r" not in v and "\n" not in v
+    }
+
+
 def parse_health_entries(
     data: Any, *, include_warning: bool = False, allow_link_local: bool = False
 ) -> ParsedEntries:
@@ -170,13 +177,18 @@ def parse_health_entries(
             meta = service.get("Meta") or {}
             if not isinstance(meta, Mapping):
                 raise ValueError("meta is not an object")
-            clean_meta = {
-                str(k): str(v)
-                for k, v in meta.items()
-                if isinstance(v, str) and "\r" not in v and "\n" not in v
-            }
+            node_meta = node.get("Meta") or {}
+            if not isinstance(node_meta, Mapping):
+                raise ValueError("node meta is not an object")
             endpoints.append(
-                Endpoint(host=host, port=port, weight=weight, tags=tuple(tags), meta=clean_meta)
+                Endpoint(
+                    host=host,
+                    port=port,
+                    weight=weight,
+                    tags=tuple(tags),
+                    meta=_clean(meta),
+                    node_meta=_clean(node_meta) if node_meta else EMPTY_META,
+                )
             )
         except ValueError as exc:
             rejected_count += 1

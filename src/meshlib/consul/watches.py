@@ -172,7 +172,10 @@ class WatchSlots:
 
 
 def state_row(w: Watch, now: float) -> dict[str, Any]:
-    """One service's watch as ``mesh_state()`` shows it under ``discovery``."""
+    """One service's watch as ``mesh_state()`` shows it under ``discovery``: index, consecutive
+    errors, last error (capped and escaped), staleness, ``mode`` (``blocking``, or ``polling``
+    past ``max_watches``), invalid entries in the last answer and in all, and answers rejected
+    because every entry was invalid."""
     res = w.resolution
     return {
         "index": w.index,

@@ -13,20 +13,27 @@ import abc
 from dataclasses import dataclass
 
 from meshlib.endpoint import Endpoint
+from meshlib.traffic.chain import Chain
 
 __all__ = ["Discovery", "Resolution", "Target"]
 
 
 @dataclass(frozen=True, slots=True)
 class Target:
-    """What a URL host names: a service, optionally narrowed by tag and datacenter."""
+    """What a URL host names: a service, optionally narrowed by tag and datacenter.
+
+    ``subset`` is set only by traffic management (a resolver subset chosen for a request);
+    discovery is always asked for the target without it, and the router filters."""
 
     service: str
     tag: str | None = None
     dc: str | None = None
+    subset: str | None = None
 
     def __str__(self) -> str:
         text = self.service if self.tag is None else f"{self.tag}.{self.service}"
+        if self.subset is not None:
+            text = f"{text} (subset {self.subset})"
         return text if self.dc is None else f"{text} (dc {self.dc})"
 
 
@@ -66,6 +73,19 @@ class Discovery(abc.ABC):
     def resolve_sync(self, target: Target) -> Resolution | None:
         """The blocking twin of ``resolve`` for the sync transport."""
         return self.lookup(target)
+
+    def chain(self, target: Target) -> Chain | None:
+        """The target's discovery chain when traffic management applies to it, else None
+        (the service is used as it is). No I/O: answered from memory on every request."""
+        return None
+
+    async def resolve_chain(self, target: Target) -> Chain | None:
+        """Like ``chain`` but may wait for a first answer (called on a target's first use)."""
+        return self.chain(target)
+
+    def resolve_chain_sync(self, target: Target) -> Chain | None:
+        """The blocking twin of ``resolve_chain``."""
+        return self.chain(target)
 
     def declares(self, host: str) -> bool:
         """True if ``host`` is a name this discovery declares (addressing rule (c))."""

@@ -7,11 +7,17 @@ process does no work. A file that fails to parse keeps the last good set and log
 per broken version; the next good version is applied and logged as recovered.
 
 File format (a mapping from service name to endpoints; an endpoint is ``"host:port"`` or a table
-with ``address`` and optional ``weight`` and ``tags``)::
+with ``address`` and optional ``weight``, ``tags``, ``meta`` and ``node_meta``)::
 
     {"users": ["127.0.0.1:8001", {"address": "127.0.0.1:8002", "weight": 2}]}
 
     users = ["127.0.0.1:8001", { address = "127.0.0.1:8002", weight = 2 }]
+
+Traffic management without Consul: the reserved key ``config_entries`` (never a service name,
+since ``_`` is not allowed in one) holds Consul ``service-resolver``, ``service-splitter`` and
+``service-router`` entries in Consul's own JSON, validated at load and compiled into the same
+discovery chain Consul would serve (``meshlib.traffic.compiler``), so subsets (over ``tags``
+and ``meta``), splits, routes, failover and redirects work the same.
 """
 
 from __future__ import annotations
@@ -25,14 +31,48 @@ from typing import Any
 
 from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.discovery.base import Discovery, Resolution, Target
-from meshlib.endpoint import Endpoint, is_ip_literal, parse_endpoint, validate_host
+from meshlib.endpoint import EMPTY_META, Endpoint, is_ip_literal, parse_endpoint, validate_host
 from meshlib.errors import ConfigError
+from meshlib.traffic.bexpr import compile_filter
+from meshlib.traffic.chain import Chain, parse_chain
+from meshlib.traffic.compiler import CompileError, compile_chain
+from meshlib.traffic.entries import EntryError, entry_key, validate_entry
+from meshlib.traffic.schema import SUBSET_SCHEMA
 
-__all__ = ["EndpointSpec", "StaticDiscovery", "load_static_file", "parse_services"]
+__all__ = [
+    "ENTRIES_KEY",
+    "EndpointSpec",
+    "StaticDiscovery",
+    "load_static_file",
+    "parse_entries",
+    "parse_services",
+]
 
 log = logging.getLogger("meshlib.discovery")
 
 EndpointSpec = str | Endpoint | Mapping[str, Any]
+ENTRIES_KEY = "config_entries"
+Entries = dict[tuple[str, str], Mapping[str, Any]]
+
+
+def parse_entries(data: object, where: str) -> Entries:
+    """Validate a list of config entries (subset filters against what meshlib can evaluate)."""
+    if data is None:
+        return {}
+    if isinstance(data, str | Mapping) or not isinstance(data, Sequence):
+        raise ValueError(f"{where}: {ENTRIES_KEY} must be a list of config entries")
+    out: Entries = {}
+    for i, entry in enumerate(data):
+        try:
+            validate_entry(entry, check_filter=lambda text: _check(text))
+        except EntryError as exc:
+            raise ValueError(f"{where}: {ENTRIES_KEY}[{i}]: {exc}") from None
+        out[entry_key(entry)] = entry
+    return out
+
+
+def _check(text: str) -> None:
+    compile_filter(text, SUBSET_SCHEMA)
 
 
 def _endpoint(spec: object, where: str) -> Endpoint:
@@ -50,8 +90,21 @@ def _endpoint(spec: object, where: str) -> Endpoint:
         tags = spec.get("tags", ())
         if not isinstance(tags, list | tuple) or not all(isinstance(t, str) for t in tags):
             raise ValueError(f"{where}: tags must be a list of strings")
+        metas = []
+        for key in ("meta", "node_meta"):
+            meta = spec.get(key, {})
+            if not isinstance(meta, Mapping) or not all(isinstance(v, str) for v in meta.values()):
+                raise ValueError(f"{where}: {key} must be a table of strings")
+            metas.append({str(k): v for k, v in meta.items()})
         parsed = parse_endpoint(address, weight=float(weight))
-        return Endpoint(host=parsed.host, port=parsed.port, weight=parsed.weight, tags=tuple(tags))
+        return Endpoint(
+            host=parsed.host,
+            port=parsed.port,
+            weight=parsed.weight,
+            tags=tuple(tags),
+            meta=metas[0],
+            node_meta=metas[1] or EMPTY_META,
+        )
     raise ValueError(f"{where}: an endpoint must be 'host:port' or a table, got {spec!r}")
 
 
@@ -61,6 +114,8 @@ def parse_services(data: object, where: str) -> dict[str, tuple[Endpoint, ...]]:
         raise ValueError(f"{where}: expected a mapping of service name to endpoint list")
     services: dict[str, tuple[Endpoint, ...]] = {}
     for name, specs in data.items():
+        if name == ENTRIES_KEY:
+            continue
         if not isinstance(name, str):
             raise ValueError(f"{where}: service names must be strings, got {name!r}")
         try:
@@ -83,8 +138,9 @@ def parse_services(data: object, where: str) -> dict[str, tuple[Endpoint, ...]]:
     return services
 
 
-def load_static_file(path: Path) -> dict[str, tuple[Endpoint, ...]]:
-    """Parse a JSON or TOML endpoints file (by suffix; ``.toml`` is TOML, anything else JSON)."""
+def load_static_file(path: Path) -> tuple[dict[str, tuple[Endpoint, ...]], Entries]:
+    """Parse a JSON or TOML endpoints file (by suffix; ``.toml`` is TOML, anything else JSON):
+    its services and its config entries."""
     raw = path.read_bytes()
     try:
         if path.suffix == ".toml":
@@ -95,7 +151,9 @@ def load_static_file(path: Path) -> dict[str, tuple[Endpoint, ...]]:
             data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: cannot parse: {exc}") from None
-    return parse_services(data, str(path))
+    services = parse_services(data, str(path))
+    assert isinstance(data, Mapping)
+    return services, parse_entries(data.get(ENTRIES_KEY), str(path))
 
 
 class StaticDiscovery(Discovery):
@@ -109,9 +167,13 @@ class StaticDiscovery(Discovery):
         poll_interval: float = 1.0,
         clock: Clock = SYSTEM_CLOCK,
         source: str = "code",
+        config_entries: Sequence[Mapping[str, Any]] | None = None,
     ) -> None:
         self._clock = clock
         self._base = parse_services(services or {}, source)
+        self._base_entries = parse_entries(config_entries, source)
+        self._entries: Entries = dict(self._base_entries)
+        self._chains: dict[str, Chain | None] = {}
         self._source = source
         self._file = Path(file) if file is not None else None
         self._poll = poll_interval
@@ -140,10 +202,15 @@ class StaticDiscovery(Discovery):
             return None
         return (st.st_mtime_ns, st.st_size)
 
-    def _apply_file(self, services: dict[str, tuple[Endpoint, ...]], sig: object) -> None:
+    def _apply_file(
+        self, loaded: tuple[dict[str, tuple[Endpoint, ...]], Entries], sig: object
+    ) -> None:
+        services, entries = loaded
         merged = dict(self._base)
         merged.update(services)
         self._services = merged
+        self._entries = {**self._base_entries, **entries}
+        self._chains = {}
         self._resolutions.clear()
         self._file_sig = sig if isinstance(sig, tuple) else None
 
@@ -196,7 +263,31 @@ class StaticDiscovery(Discovery):
     def declares(self, host: str) -> bool:
         if self._file is not None:
             self._maybe_reload()
-        return host in self._services
+        return host in self._services or ("service-resolver", host) in self._entries
+
+    def chain(self, target: Target) -> Chain | None:
+        """The chain compiled from the declared config entries (None without any)."""
+        if not self._entries or target.tag or target.dc or target.subset:
+            return None
+        if self._file is not None:
+            self._maybe_reload()
+        try:
+            return self._chains[target.service]
+        except KeyError:
+            pass
+        try:
+            compiled = compile_chain(target.service, datacenter="dc1", lookup=self._entry)
+            chain = parse_chain(compiled)
+        except (CompileError, ValueError) as exc:
+            raise ConfigError(f"{self.describe()}: config entries for {target}: {exc}") from None
+        self._chains[target.service] = chain
+        for problem in chain.problems if chain is not None else ():
+            # Once per compiled version (the file's reload recompiles), never per request.
+            log.warning("service %s: discovery chain: %s", target.service, problem)
+        return chain
+
+    def _entry(self, kind: str, name: str) -> Mapping[str, Any] | None:
+        return self._entries.get((kind, name))
 
     def services(self) -> dict[str, tuple[Endpoint, ...]]:
         """All declared services and their endpoints (a copy)."""

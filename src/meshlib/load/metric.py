@@ -69,6 +69,10 @@ class LoadMetric:
         """The endpoint asked for less traffic (429): treat it as saturated until ``until``."""
         self._overloaded_until = max(self._overloaded_until, until)
 
+    def is_overloaded(self, now: float) -> bool:
+        """True while the endpoint's last request for less traffic holds."""
+        return now < self._overloaded_until
+
     def _observe_failure(self, now: float, sample: float) -> None:
         elapsed = max(0.0, now - self._fail_stamp)
         # Time-weighted, but never slower than a count window: reacts within ~20 attempts at

@@ -18,6 +18,7 @@ from meshlib.limit.admission import AdmissionPolicy, Refusal
 from meshlib.middleware.gate import CallerKey, Gate, answer, resolve_policy
 from meshlib.otel.tracing import incoming_context
 from meshlib.scope.context import DEADLINE_HEADER, Deadline, deadline_scope, parse_deadline
+from meshlib.scope.override import OVERRIDE_HEADER, override_scope
 
 __all__ = ["MeshASGIMiddleware"]
 
@@ -27,7 +28,7 @@ ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 class MeshASGIMiddleware:
     """ASGI middleware: inbound admission, and an incoming ``x-mesh-deadline-ms`` caps outbound
-    mesh calls.
+    mesh calls; with ``propagate_override`` an incoming ``Mesh-Override`` follows them.
 
     ``admission`` overrides the configuration's ``inbound`` policy (``MESH_INBOUND_*``, read
     from the environment when no ``config`` is given); ``caller_key`` replaces the default
@@ -42,9 +43,11 @@ class MeshASGIMiddleware:
         config: MeshConfig | None = None,
         caller_key: CallerKey | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        propagate_override: bool = False,
     ) -> None:
         self.app = app
         self.max_deadline = max_deadline
+        self.propagate_override = propagate_override
         self.gate = Gate(resolve_policy(admission, config), clock, caller_key)
 
     def mesh_state(self) -> dict[str, Any]:
@@ -66,8 +69,9 @@ class MeshASGIMiddleware:
             await _refuse(send, verdict)
             return
         deadline = Deadline.after(seconds) if seconds is not None else None
+        pin = headers.get(OVERRIDE_HEADER) if self.propagate_override else None
         try:
-            with deadline_scope(deadline), incoming_context(headers):
+            with deadline_scope(deadline), incoming_context(headers), override_scope(pin):
                 await self.app(scope, receive, send)
         except Exception:
             if verdict is not None:

@@ -17,15 +17,19 @@ from meshlib.limit.admission import AdmissionPolicy, Refusal, Ticket
 from meshlib.middleware.gate import CallerKey, Gate, answer, resolve_policy
 from meshlib.otel.tracing import attached, incoming_context
 from meshlib.scope.context import DEADLINE_HEADER, Deadline, deadline_scope, parse_deadline
+from meshlib.scope.override import OVERRIDE_HEADER, override_scope
 
 __all__ = ["MeshWSGIMiddleware"]
 
 _WSGI_KEY = "HTTP_" + DEADLINE_HEADER.upper().replace("-", "_")
+_WSGI_OVERRIDE = "HTTP_" + OVERRIDE_HEADER.upper().replace("-", "_")
 
 
 class MeshWSGIMiddleware:
     """WSGI middleware: inbound admission, and an incoming ``x-mesh-deadline-ms`` caps outbound
-    mesh calls. The keywords are ``MeshASGIMiddleware``'s."""
+    mesh calls; with ``propagate_override`` an incoming ``Mesh-Override`` follows them while the
+    app runs (a streamed body's later chunks do not carry it). The keywords are
+    ``MeshASGIMiddleware``'s."""
 
     def __init__(
         self,
@@ -36,9 +40,11 @@ class MeshWSGIMiddleware:
         config: MeshConfig | None = None,
         caller_key: CallerKey | None = None,
         clock: Clock = SYSTEM_CLOCK,
+        propagate_override: bool = False,
     ) -> None:
         self.app = app
         self.max_deadline = max_deadline
+        self.propagate_override = propagate_override
         self.gate = Gate(resolve_policy(admission, config), clock, caller_key)
 
     def mesh_state(self) -> dict[str, Any]:
@@ -59,8 +65,9 @@ class MeshWSGIMiddleware:
             start_response(status, refusal_headers)
             return [payload]
         deadline = Deadline.after(seconds) if seconds is not None else None
+        pin = environ.get(_WSGI_OVERRIDE) if self.propagate_override else None
         try:
-            with deadline_scope(deadline), incoming_context(headers) as ctx:
+            with deadline_scope(deadline), incoming_context(headers) as ctx, override_scope(pin):
                 body = self.app(environ, start_response)
         except Exception:
             if verdict is not None:

@@ -39,6 +39,8 @@ from meshlib.retry.budget import RetryBudget
 from meshlib.routing.addressing import Addressing
 from meshlib.routing.router import Router, ServiceState
 from meshlib.routing.snapshot import snapshot
+from meshlib.scope.context import CallPolicy
+from meshlib.traffic.chain import Choice, Route
 
 __all__ = ["PipelineBase"]
 
@@ -96,6 +98,7 @@ class PipelineBase:
             ),
             accrual=settings.accrual,
             rng=self._rng,
+            locality=settings.locality,
         )
         self._call_settings = CallSettings(
             retry=settings.retry,
@@ -132,6 +135,7 @@ class PipelineBase:
         self._metrics = MeshMetrics(self._gauges)
         self.observer = Observer(self._tracing, self._metrics)
         self._propagate_hosts = frozenset(h.lower() for h in settings.propagate_hosts)
+        self._route_policies: dict[int, tuple[Route, CallPolicy | None]] = {}
         self.router.on_breaker = self._on_breaker
         self.router.on_update = self._on_update
 
@@ -171,11 +175,28 @@ class PipelineBase:
         attempt to its hard bound (``bound``; meshlib's engine does that itself)."""
         return HttpxAttempt(request)
 
-    def call(self, request: httpx.Request, service: ServiceState) -> Call:
+    def plan(
+        self, target: Target, request: httpx.Request
+    ) -> tuple[ServiceState | None, Choice | None]:
+        """The endpoint set for this request (None if discovery must be waited for) and, when
+        the target's discovery chain applies, the chain's choice. No I/O."""
+        router = self.router
+        chain = router.chain(target)
+        if chain is None:
+            return router.service(target), None
+        choice = router.chains.choose(chain, request)
+        return router.chains.state(choice), choice
+
+    def call(
+        self, request: httpx.Request, service: ServiceState, choice: Choice | None = None
+    ) -> Call:
         target = service.target
         budget = self.budgets.get(target)
         if budget is None:
             budget = self.budgets[target] = RetryBudget(self.settings.budget, clock=self._clock)
+        route = choice.route if choice is not None else None
+        if route is not None and route.timeout is None and route.retries is None:
+            route = None  # nothing to override: skip the policy lookup
         return Call(
             router=self.router,
             service=service,
@@ -183,7 +204,23 @@ class PipelineBase:
             settings=self._call_settings,
             budget=budget,
             rng=self._rng,
+            choice=choice,
+            route_policy=self._route_policy(route) if route is not None else None,
         )
+
+    def _route_policy(self, route: Route) -> CallPolicy | None:
+        """A route's timeout and retries as a ``CallPolicy``, built once per route version."""
+        cached = self._route_policies.get(id(route))
+        if cached is not None and cached[0] is route:
+            return cached[1]
+        policy = None
+        if route.timeout is not None or route.retries is not None:
+            retries = None if route.retries is None else min(route.retries, 9)
+            policy = CallPolicy(timeout=route.timeout, retries=retries)
+        if len(self._route_policies) > 1024:
+            self._route_policies.clear()
+        self._route_policies[id(route)] = (route, policy)
+        return policy
 
     @contextlib.contextmanager
     def passthrough_scope(self, request: httpx.Request) -> Iterator[PassThroughSpan]:

@@ -20,7 +20,6 @@ import random
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import httpx
 
@@ -28,8 +27,9 @@ from meshlib.classify import Classifier
 from meshlib.errors import DeadlineExceeded
 from meshlib.extensions import DEADLINE, POLICY, PREFETCH
 from meshlib.pipeline.attempt import Attempt
+from meshlib.pipeline.settings import CallSettings
 from meshlib.retry.budget import RetryBudget
-from meshlib.retry.policy import RetryPolicy, backoff_delay, is_unsent, parse_retry_after
+from meshlib.retry.policy import backoff_delay, is_unsent, parse_retry_after
 from meshlib.routing.router import Router, ServiceState
 from meshlib.scope.context import (
     DEADLINE_HEADER,
@@ -38,6 +38,8 @@ from meshlib.scope.context import (
     current_policy,
     format_deadline,
 )
+from meshlib.scope.override import OVERRIDE_HEADER, current_override
+from meshlib.traffic.chain import Choice
 
 __all__ = ["Call", "CallSettings"]
 
@@ -47,23 +49,13 @@ _OVERLOAD_DEFAULT = 1.0
 _TIMEOUT_KEYS = ("connect", "read", "write", "pool")
 
 
-@dataclass(frozen=True, kw_only=True)
-class CallSettings:
-    """The configured defaults a ``Call`` starts from (``CallPolicy`` overrides them)."""
-
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    timeout: float | None = None
-    per_try_timeout: float | None = None
-    idempotency_key: bool = False
-    propagate_deadline: bool = True
-
-
 class Call:
     """State of one logical request to a mesh service across its attempts."""
 
     __slots__ = (
         "_budget",
         "_clock",
+        "_connect",
         "_deadline",
         "_idempotent",
         "_max_attempts",
@@ -71,8 +63,10 @@ class Call:
         "_requeue_cap",
         "_rng",
         "_settings",
+        "_statuses",
         "attempts",
         "budget_exhausted",
+        "choice",
         "history",
         "last",
         "last_in_panic",
@@ -96,6 +90,8 @@ class Call:
         settings: CallSettings,
         budget: RetryBudget,
         rng: random.Random,
+        choice: Choice | None = None,
+        route_policy: CallPolicy | None = None,
     ) -> None:
         self.router = router
         self.service = service
@@ -103,11 +99,22 @@ class Call:
         self._settings = settings
         self._clock = router.clock
         self._rng = rng
+        self.choice = choice
         policy = current_policy()
         ext = request.extensions.get(POLICY)
         if ext is not None:
             own = CallPolicy.coerce(ext)
             policy = policy.merged(own) if policy is not None else own
+        self._connect: float | None = None
+        self._statuses: frozenset[int] = frozenset()
+        if choice is not None:
+            # The route's timeout and retries sit between the configured defaults and the
+            # caller's own policy (@outbound, extensions), which still wins.
+            if route_policy is not None:
+                policy = route_policy if policy is None else route_policy.merged(policy)
+            if choice.route is not None:
+                self._statuses = choice.route.retry_statuses
+            self._connect = choice.target.connect_timeout
         self.policy = policy
         self._budget = budget if policy is None or policy.budget is None else policy.budget
         self._budget.deposit()
@@ -210,6 +217,8 @@ class Call:
         self.last_in_panic = not attempt.probe and not state.available(now)
         request = self.request
         per_try = self._per_try
+        if self._connect is not None and remaining is None and per_try is None:
+            request.extensions["timeout"] = self._timeouts(None)
         if remaining is not None or per_try is not None:
             request.extensions["timeout"] = self._timeouts(remaining)
             # The attempt's hard bound, head and body included: the per-try timeout or the time
@@ -224,6 +233,9 @@ class Call:
             request.extensions[DEADLINE] = time.monotonic() + bound
         if remaining is not None and self._settings.propagate_deadline:
             attempt.headers.append((DEADLINE_HEADER, format_deadline(remaining)))
+        pin = current_override()
+        if pin is not None and OVERRIDE_HEADER not in request.headers:
+            attempt.headers.append((OVERRIDE_HEADER, pin))
         return attempt
 
     def _timeouts(self, remaining: float | None) -> dict[str, float | None]:
@@ -234,6 +246,11 @@ class Call:
         for key in _TIMEOUT_KEYS:
             value = self.wall_timeouts.get(key)
             out[key] = cap if value is None else min(value, cap) if cap is not None else value
+        connect = self._connect
+        if connect is not None:
+            # The resolver's ConnectTimeout bounds connecting only.
+            current = out["connect"]
+            out["connect"] = connect if current is None else min(current, connect)
         return out
 
     # -- after an attempt --------------------------------------------------------------------
@@ -268,7 +285,7 @@ class Call:
         if klass.overloaded:
             hold = retry_after if retry_after is not None else _OVERLOAD_DEFAULT
             attempt.state.metric.overloaded(self._clock.now() + min(hold, 60.0))
-        if not klass.retryable:
+        if not klass.retryable and response.status_code not in self._statuses:
             return None
         self.history.append(
             f"#{attempt.number + 1} {attempt.state.address}: {response.status_code}"
@@ -362,12 +379,17 @@ class Call:
 
     def outcome(self, attempt: Attempt) -> dict[str, object]:
         """``response.extensions["mesh"]``: which endpoint answered, after how many attempts."""
-        return {
+        out: dict[str, object] = {
             "service": str(self.service.target),
             "endpoint": attempt.state.address,
             "attempts": self.attempts,
             "history": list(self.history),
         }
+        if self.choice is not None:
+            out["target"] = self.choice.target.id
+            route = self.choice.route
+            out["route"] = route.index if route is not None else None
+        return out
 
     def note(self) -> str:
         return f"meshlib: {self.attempts} attempt(s) to {self.service.target}: " + "; ".join(

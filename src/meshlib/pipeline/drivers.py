@@ -12,11 +12,14 @@ from collections.abc import Callable
 
 import httpx
 
+from meshlib.discovery.base import Target
 from meshlib.pipeline.attempt import TrackedAsyncStream, TrackedSyncStream
 from meshlib.pipeline.base import PipelineBase
 from meshlib.pipeline.exchange import Exchange
 from meshlib.pipeline.race import Race
 from meshlib.retry.replay import buffer_async, buffer_sync
+from meshlib.routing.router import ServiceState
+from meshlib.traffic.chain import Choice
 
 __all__ = ["AsyncMeshPipeline", "MeshPipeline"]
 
@@ -34,8 +37,10 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
             with self.passthrough_scope(request) as scope:
                 passed: httpx.Response = await self._passthrough.handle_async_request(request)
                 return scope.done(passed)
-        service = router.service(target) or await router.resolve(target)
-        ex = Exchange(self, request, self.call(request, service))
+        service, choice = self.plan(target, request)
+        if service is None:
+            service, choice = await self._resolve(target, request)
+        ex = Exchange(self, request, self.call(request, service, choice))
         response: httpx.Response | None = None
         try:
             ex.release = await self._admit(ex)
@@ -83,6 +88,20 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
             raise
         finally:
             ex.end(response, None)
+
+    async def _resolve(
+        self, target: Target, request: httpx.Request
+    ) -> tuple[ServiceState, Choice | None]:
+        """First use: wait for discovery (endpoints, then the chain), then plan again."""
+        router = self.router
+        chain = router.chain(target)
+        if chain is None:
+            service = await router.resolve(target)
+            chain = router.chain(target)
+            if chain is None:
+                return service, None
+        choice = router.chains.choose(chain, request)
+        return await router.chains.resolve(choice), choice
 
     def _race(self, ex: Exchange) -> Race | None:
         """The hedged race for this call's first attempt, or None when it is not hedged."""
@@ -141,8 +160,10 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
             with self.passthrough_scope(request) as scope:
                 passed: httpx.Response = self._passthrough.handle_request(request)
                 return scope.done(passed)
-        service = router.service(target) or router.resolve_sync(target)
-        ex = Exchange(self, request, self.call(request, service))
+        service, choice = self.plan(target, request)
+        if service is None:
+            service, choice = self._resolve(target, request)
+        ex = Exchange(self, request, self.call(request, service, choice))
         response: httpx.Response | None = None
         try:
             ex.release = self._admit(ex)
@@ -183,6 +204,20 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
             raise
         finally:
             ex.end(response, None)
+
+    def _resolve(
+        self, target: Target, request: httpx.Request
+    ) -> tuple[ServiceState, Choice | None]:
+        """First use: wait for discovery (endpoints, then the chain), then plan again."""
+        router = self.router
+        chain = router.chain(target)
+        if chain is None:
+            service = router.resolve_sync(target)
+            chain = router.chain(target)
+            if chain is None:
+                return service, None
+        choice = router.chains.choose(chain, request)
+        return router.chains.resolve_sync(choice), choice
 
     def _admit(self, ex: Exchange) -> Callable[[], None] | None:
         call = ex.call

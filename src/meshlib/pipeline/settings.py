@@ -15,8 +15,9 @@ from meshlib.limit.limits import LimitPolicy
 from meshlib.retry.budget import BudgetPolicy
 from meshlib.retry.hedge import HedgeBudgetPolicy, HedgePolicy
 from meshlib.retry.policy import RetryPolicy
+from meshlib.routing.locality import LocalityPolicy
 
-__all__ = ["PipelineSettings"]
+__all__ = ["CallSettings", "PipelineSettings"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,3 +41,15 @@ class PipelineSettings:
     mock_url: str = "logical"
     hedges: Mapping[str, HedgePolicy] = field(default_factory=dict)
     hedge_budget: HedgeBudgetPolicy = field(default_factory=HedgeBudgetPolicy)
+    locality: LocalityPolicy | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CallSettings:
+    """The configured defaults a ``Call`` starts from (``CallPolicy`` overrides them)."""
+
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    timeout: float | None = None
+    per_try_timeout: float | None = None
+    idempotency_key: bool = False
+    propagate_deadline: bool = True

@@ -14,25 +14,18 @@ import random
 from collections.abc import Callable, Iterator
 
 from meshlib.accrual.health import AccrualPolicy, EndpointHealth, HealthGroup
-from meshlib.balance.balancer import Balancer, EndpointSet, EndpointState
+from meshlib.balance.balancer import Balancer, EndpointSet, EndpointState, RoundRobin
 from meshlib.clock import Clock
 from meshlib.discovery.base import Discovery, Resolution, Target
 from meshlib.errors import NoEndpointsAvailable
 from meshlib.load.stats import EndpointStats
 from meshlib.routing.addressing import Addressing
+from meshlib.routing.chains import Chains
+from meshlib.routing.locality import LocalityPolicy, Zones
+from meshlib.routing.state import ServiceState
+from meshlib.traffic.chain import Chain
 
-__all__ = ["Router", "ServiceState"]
-
-
-class ServiceState:
-    """One target's live endpoint set, rebuilt only when discovery hands over a new snapshot."""
-
-    __slots__ = ("eps", "resolution", "target")
-
-    def __init__(self, target: Target, resolution: Resolution, eps: EndpointSet) -> None:
-        self.target = target
-        self.resolution = resolution
-        self.eps = eps
+__all__ = ["Router", "ServiceState"]  # ServiceState lives in ``state``
 
 
 class Router:
@@ -47,10 +40,11 @@ class Router:
         addressing: Addressing,
         accrual: AccrualPolicy | None = None,
         rng: random.Random | None = None,
+        locality: LocalityPolicy | None = None,
     ) -> None:
         self.discovery = discovery
         self.accrual = accrual if accrual is not None else AccrualPolicy()
-        self._rng = rng or random.Random()
+        self._rng = self.rng = rng or random.Random()
         self._groups: dict[Target, HealthGroup] = {}
         self.on_breaker: Callable[[Target, EndpointHealth, str, str], None] | None = None
         """Called on every accrual state change (metrics)."""
@@ -61,6 +55,11 @@ class Router:
         self.addressing = addressing
         self._services: dict[Target, ServiceState] = {}
         self._endpoints: dict[Target, dict[str, EndpointState]] = {}
+        self._round_robin: Balancer | None = None
+        self.zones = Zones(locality) if locality is not None else None
+        """Zone-aware picks (``locality``), when the caller's zone is configured."""
+        self.chains = Chains(self)
+        """Traffic management: routes, splits and subsets per request (``chains``)."""
 
     def target(self, host: str) -> Target | None:
         """The mesh target a URL host names, or None for pass-through hosts."""
@@ -76,22 +75,38 @@ class Router:
             return state
         return self._apply(target, res)
 
+    def chain(self, target: Target) -> Chain | None:
+        """The target's discovery chain, if traffic management applies to it (no I/O)."""
+        return self.discovery.chain(target)
+
     async def resolve(self, target: Target) -> ServiceState:
-        """Like ``service`` but waits for discovery's first answer; raises if unknown."""
+        """Like ``service`` but waits for discovery's first answer (endpoints and chain);
+        raises if unknown."""
         state = self.service(target)
         if state is not None:
             return state
         res = await self.discovery.resolve(target)
-        return self._known(target, res)
+        chain = await self.discovery.resolve_chain(target)
+        return self._known(target, res, chain)
 
     def resolve_sync(self, target: Target) -> ServiceState:
         """Blocking twin of ``resolve``."""
         state = self.service(target)
         if state is not None:
             return state
-        return self._known(target, self.discovery.resolve_sync(target))
+        res = self.discovery.resolve_sync(target)
+        return self._known(target, res, self.discovery.resolve_chain_sync(target))
 
-    def _known(self, target: Target, res: Resolution | None) -> ServiceState:
+    def share_group(self, base: Target, subset: Target) -> None:
+        """A subset's endpoints are its service's: panic mode is judged on the service."""
+        group = self._groups.get(base)
+        if group is not None:
+            self._groups[subset] = group
+
+    def _known(self, target: Target, res: Resolution | None, chain: Chain | None) -> ServiceState:
+        if res is None and chain is not None:
+            # Only a chain names it (a redirect, say): it has no endpoints of its own.
+            res = Resolution(target, (), self.discovery.describe(), self.clock.now())
         if res is None:
             raise NoEndpointsAvailable(
                 f"no endpoints for mesh service {str(target)!r}: it is unknown to "
@@ -139,7 +154,15 @@ class Router:
         group = self._groups.get(state.target)
         panic = group is not None and group.panic()
         now = self.clock.now() if now is None else now
-        return self.balancer.pick(state.eps, now, avoid, panic)
+        zones = self.zones
+        eps = state.eps if zones is None else zones.choose(state, now)
+        return (state.balancer or self.balancer).pick(eps, now, avoid, panic)
+
+    def round_robin(self) -> Balancer:
+        """The round-robin balancer for targets whose resolver asks for it (made once)."""
+        if self._round_robin is None:
+            self._round_robin = RoundRobin()
+        return self._round_robin
 
     def _watcher(
         self, target: Target, group: HealthGroup

@@ -98,6 +98,8 @@ def snapshot(
                 **deadlines,
                 "exceeded": (exceeded or {}).get(svc.target, 0),
             }
+        if router.zones is not None:
+            entry["zones"] = router.zones.describe(svc)
         budget = budgets.get(svc.target)
         if budget is not None:
             entry["budget"] = budget.snapshot()
@@ -116,4 +118,29 @@ def snapshot(
         if hedge is not None:
             entry["hedge"] = hedge.snapshot()
         services[str(svc.target)] = entry
-    return {"services": services}
+    return {"services": services, "traffic": _traffic(router)}
+
+
+def _traffic(router: Router) -> dict[str, Any]:
+    """Per service with a discovery chain: its routes, split, targets and problems, and the
+    chain watch (Consul); under ``targets_in_use``, each chain target's endpoints."""
+    states = getattr(router.discovery, "traffic_state", None)
+    watch = states() if states is not None else {}
+    out: dict[str, Any] = {}
+    for svc in router.services():
+        t = svc.target
+        if t.subset is not None or str(t) in out:
+            continue
+        try:
+            chain = router.chain(t)
+        except Exception:  # state must render whatever discovery thinks
+            continue
+        if chain is None:
+            continue
+        entry: dict[str, Any] = {"chain": chain.describe()}
+        if t.service in watch:
+            entry["watch"] = watch[t.service]
+        out[str(t)] = entry
+    if out:
+        out["targets_in_use"] = router.chains.snapshot()
+    return out

@@ -27,6 +27,10 @@ the OSS edition):
   (no cross-signed intermediates on rotation), L4 intentions only; the CA needs
   ``cryptography`` (``meshlib[testing]``), imported on first use.
 * ACLs are a token-to-``read``/``write`` map rather than policies and rules.
+* Config entries: ``service-resolver``, ``-splitter`` and ``-router`` are validated and
+  compiled into ``/v1/discovery-chain`` (``handlers_config``); ``service-defaults`` and
+  ``proxy-defaults`` are stored as given, and a router or splitter does not first need a
+  ``service-defaults`` entry with an HTTP protocol; other kinds answer 400.
 """
 
 from __future__ import annotations

@@ -12,8 +12,11 @@ import contextlib
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from meshlib.traffic.durations import format_go_duration, parse_go_duration
+from meshlib.traffic.entries import EntryError, validate_entry
+
+from .config_entries import TOPIC_CONFIG
 from .decode import Fields, decode_service_def
-from .durations import format_go_duration, parse_go_duration
 from .model import CRITICAL, CheckDef
 from .registry import CatalogRegistration, Registry
 from .state import TOPIC_KV, State, StateError
@@ -252,3 +255,25 @@ class StateAPI:
             self._state.kv.delete(key, recurse=recurse, cas=None, alloc=lambda: tx.index)
             if tx.changed:
                 tx.tables.add(TOPIC_KV)
+
+    # ------------------------------------------------------------ config entries
+
+    def set_config_entry(self, entry: Mapping[str, Any]) -> None:
+        """Store a service-resolver, -splitter or -router (as ``PUT /v1/config`` does)."""
+        try:
+            validate_entry(entry)
+        except EntryError as exc:
+            raise ValueError(str(exc)) from None
+        st = self._state
+        with st.write() as tx:
+            st.config.put(dict(entry), cas=None, alloc=lambda: tx.index)
+            if tx.changed:
+                tx.topics.add(TOPIC_CONFIG)
+
+    def delete_config_entry(self, kind: str, name: str) -> None:
+        """Remove a config entry; a missing one is fine (Consul's delete is idempotent)."""
+        st = self._state
+        with st.write() as tx:
+            st.config.delete(kind, name, cas=None, alloc=lambda: tx.index)
+            if tx.changed:
+                tx.topics.add(TOPIC_CONFIG)

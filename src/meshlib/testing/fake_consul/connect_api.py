@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from meshlib.traffic.durations import parse_go_duration
+
 from .connect_ca import TOPIC_CA
 from .connect_state import ConnectState
-from .durations import parse_go_duration
 from .intentions import TOPIC_INTENTIONS, validate
 from .state import State, StateError
 

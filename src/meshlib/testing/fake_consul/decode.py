@@ -14,7 +14,8 @@ import json
 import re
 from typing import Any
 
-from .durations import parse_go_duration
+from meshlib.traffic.durations import parse_go_duration
+
 from .model import CheckDef, ServiceDef
 
 __all__ = [

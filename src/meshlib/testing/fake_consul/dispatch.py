@@ -17,7 +17,8 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .durations import parse_go_duration
+from meshlib.traffic.durations import parse_go_duration
+
 from .endpoint import NO_ACL_EMPTY, Context, Endpoint, Router
 from .http11 import HttpConnection
 from .state import TOPIC_ALL, TOPIC_RUNNABLE, TOPIC_TTL, StateError

@@ -12,7 +12,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .bexpr import FilterError, Predicate, Struct, compile_filter
+from meshlib.traffic.bexpr import FilterError, Predicate, Struct, compile_filter
+
 from .connect_state import ConnectState
 from .decode import DecodeError, Fields, decode_json_object
 from .registry import AgentIdentity, Registry

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from meshlib.traffic.durations import parse_go_bool
+
 from .decode import DecodeError, decode_check_def, decode_service_def
-from .durations import parse_go_bool
 from .endpoint import Context, Endpoint, Route, body_fields, request_filter, require_tail
 from .model import CRITICAL, PASSING, VALID_STATUSES, WARNING, CheckRec
 from .registry import NODE_MAINT_CHECK_ID, SERVICE_MAINT_PREFIX

@@ -14,9 +14,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from meshlib.traffic.durations import parse_go_bool
+
 from .connect_ca import TOPIC_CA, ConnectCA, LeafRec, RootRec, go_time, leaf_topic
 from .connect_state import ConnectState
-from .durations import parse_go_bool
 from .endpoint import (
     Context,
     Endpoint,

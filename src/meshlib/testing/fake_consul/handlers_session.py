@@ -11,7 +11,8 @@ routes are served with the KV endpoint's (``handlers_kv.ROUTES``), whose locks t
 
 from __future__ import annotations
 
-from .durations import parse_go_duration
+from meshlib.traffic.durations import parse_go_duration
+
 from .endpoint import (
     Context,
     Endpoint,

@@ -14,7 +14,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .durations import format_go_duration
+from meshlib.traffic.durations import format_go_duration
+
 from .model import CheckRec, KVEntry, NodeRec, ServiceRec
 
 __all__ = [

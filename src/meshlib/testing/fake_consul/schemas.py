@@ -7,7 +7,7 @@ selectors are validated when the filter is compiled and values are converted to 
 
 from __future__ import annotations
 
-from .bexpr import BOOL, INT, STRING, ListOf, MapOf, Struct
+from meshlib.traffic.bexpr import BOOL, INT, STRING, ListOf, MapOf, Struct
 
 __all__ = [
     "AGENT_SERVICE",

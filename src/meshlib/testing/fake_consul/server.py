@@ -20,7 +20,6 @@ from collections.abc import Callable, Coroutine, Mapping
 from types import TracebackType
 from typing import Any, Protocol, TypeVar
 
-from . import handlers_agent, handlers_catalog, handlers_connect, handlers_health, handlers_kv
 from .api import StateAPI
 from .connect_api import ConnectAPI, parse_leaf_ttl
 from .connect_state import ConnectState
@@ -28,6 +27,7 @@ from .dispatch import Dispatcher, Faults, RecordedRequest
 from .endpoint import Context, Router
 from .http11 import HttpConnection
 from .registry import AgentIdentity, Registry
+from .routes import ROUTES
 from .runner import CheckRunner
 from .state import State
 
@@ -118,16 +118,9 @@ class FakeConsul(StateAPI, ConnectAPI):
         )
         self._connect.ca.wake_later = self._wake_later
         self._faults = Faults()
-        routes = [
-            *handlers_agent.ROUTES,
-            *handlers_catalog.ROUTES,
-            *handlers_health.ROUTES,
-            *handlers_kv.ROUTES,
-            *handlers_connect.ROUTES,
-        ]
         self._dispatcher = Dispatcher(
             Context(self._state, self._registry, identity, self._connect),
-            Router(routes),
+            Router(ROUTES),
             acl_tokens=dict(acl_tokens) if acl_tokens is not None else None,
             default_acl_policy=default_acl_policy,
             rng=rng or random.Random(),

@@ -19,7 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from .durations import format_go_duration
+from meshlib.traffic.durations import format_go_duration
+
 from .kvstore import KVStore
 
 __all__ = ["MAX_LOCK_DELAY", "Session", "SessionStore"]

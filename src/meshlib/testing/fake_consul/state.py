@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+from .config_entries import ConfigStore
 from .kvstore import KVStore
 from .model import CRITICAL, CheckRec, NodeRec, ServiceRec
 from .sessions import SessionStore
@@ -79,6 +80,7 @@ class State:
         self._reapable: set[tuple[str, str]] = set()
         self.kv = KVStore()
         self.sessions = SessionStore(self.kv)
+        self.config = ConfigStore()
         self.abandon_generation = 0
 
     # ----------------------------------------------------------------- transactions

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from .durations import parse_go_bool
+from meshlib.traffic.durations import parse_go_bool
 
 __all__ = [
     "HTTPError",

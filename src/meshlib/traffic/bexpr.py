@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .durations import parse_go_bool
+from meshlib.traffic.durations import parse_go_bool
 
 __all__ = [
     "BOOL",
