@@ -8,15 +8,15 @@ sidecar. Configuration comes from ``MESH_*`` environment variables (see docs/con
 
 import importlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshlib.accrual.health import AccrualPolicy
 from meshlib.classify import ResponseClass, default_classifier
 from meshlib.client import AsyncMeshClient, MeshClient
 from meshlib.config import MeshConfig
-from meshlib.consul.discovery import ConsulDiscovery, ConsulOptions
 from meshlib.consul.service import ServiceRegistration
 from meshlib.consul.settings import ConsulSettings
+from meshlib.consul.watches import ConsulOptions
 from meshlib.discovery import Discovery, Resolution, StaticDiscovery, Target
 from meshlib.endpoint import Endpoint
 from meshlib.errors import (
@@ -30,7 +30,6 @@ from meshlib.errors import (
 from meshlib.limit.limits import LimitPolicy
 from meshlib.middleware import MeshASGIMiddleware, MeshWSGIMiddleware
 from meshlib.outbound import outbound
-from meshlib.registration import AsyncRegistrar, Registrar, consul_lifespan
 from meshlib.retry.budget import BudgetPolicy, RetryBudget
 from meshlib.retry.policy import RetryPolicy
 from meshlib.scope.context import DEADLINE_HEADER, CallPolicy
@@ -77,13 +76,31 @@ __all__ = [
 __version__ = "0.1.0"
 
 _SUBMODULES = frozenset({"admin", "telemetry", "testing"})
+# Public names whose modules a static-discovery service never needs: Consul's watches and the
+# registrars (with their loop, signal handling and py-consul) load when first named.
+_LAZY = {
+    "ConsulDiscovery": "meshlib.consul.discovery",
+    "AsyncRegistrar": "meshlib.registration",
+    "Registrar": "meshlib.registration",
+    "consul_lifespan": "meshlib.registration",
+}
+
+if TYPE_CHECKING:
+    from meshlib.consul.discovery import ConsulDiscovery
+    from meshlib.registration import AsyncRegistrar, Registrar, consul_lifespan
 
 
 def __getattr__(name: str) -> Any:
     """``meshlib.admin`` (and ``telemetry``, ``testing``) after a bare ``import meshlib``: the
-    submodules that the first request does not need are imported on first use."""
+    submodules that the first request does not need are imported on first use, and so are
+    the Consul and registration classes."""
     if name in _SUBMODULES:
         return importlib.import_module(f"meshlib.{name}")
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # found directly from now on
+        return value
     raise AttributeError(f"module 'meshlib' has no attribute {name!r}")
 
 

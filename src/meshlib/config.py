@@ -18,7 +18,6 @@ from typing import Any
 
 from meshlib.accrual.health import AccrualPolicy
 from meshlib.balance.balancer import BALANCERS
-from meshlib.consul.discovery import ConsulOptions
 from meshlib.consul.env import (
     consul_options_from_env,
     consul_settings_from_env,
@@ -26,6 +25,7 @@ from meshlib.consul.env import (
 )
 from meshlib.consul.service import ServiceRegistration
 from meshlib.consul.settings import ConsulSettings
+from meshlib.consul.watches import ConsulOptions
 from meshlib.discovery.static import parse_services
 from meshlib.endpoint import Endpoint
 from meshlib.errors import ConfigError

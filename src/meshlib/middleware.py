@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable, Iterator, MutableMapping
 from typing import Any
 
-from meshlib.otel.tracing import attached, incoming_context
 from meshlib.scope.context import DEADLINE_HEADER, Deadline, deadline_scope, parse_deadline
 
 __all__ = ["MeshASGIMiddleware", "MeshWSGIMiddleware"]
@@ -49,6 +48,10 @@ class MeshASGIMiddleware:
         }
         seconds = parse_deadline(headers.get(DEADLINE_HEADER), cap=self.max_deadline)
         deadline = Deadline.after(seconds) if seconds is not None else None
+        # Continuing the caller's trace needs OpenTelemetry's API even without an SDK: the
+        # first request imports it (``import meshlib`` does not).
+        from meshlib.otel.tracing import incoming_context
+
         with deadline_scope(deadline), incoming_context(headers):
             await self.app(scope, receive, send)
 
@@ -68,6 +71,8 @@ class MeshWSGIMiddleware:
             for key, value in environ.items()
             if key.startswith("HTTP_") and isinstance(value, str)
         }
+        from meshlib.otel.tracing import incoming_context  # see MeshASGIMiddleware
+
         with deadline_scope(deadline), incoming_context(headers) as ctx:
             body = self.app(environ, start_response)
         if deadline is None and ctx is None:
@@ -89,6 +94,8 @@ class _ScopedBody:
         self._ctx = ctx
 
     def __iter__(self) -> Iterator[bytes]:
+        from meshlib.otel.tracing import attached
+
         it = iter(self._body)
         while True:
             with deadline_scope(self._deadline), attached(self._ctx):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import random
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -20,10 +21,9 @@ import httpx
 from meshlib.classify import Classifier
 from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.config import MeshConfig
-from meshlib.consul.discovery import ConsulDiscovery
 from meshlib.discovery.base import Discovery
 from meshlib.discovery.static import StaticDiscovery
-from meshlib.engine import AsyncEngine, SyncEngine
+from meshlib.engine import SyncEngine
 from meshlib.engine.http11 import DEFAULT_LIMITS
 from meshlib.pipeline import AsyncMeshPipeline, MeshPipeline
 
@@ -33,6 +33,8 @@ __all__ = ["DEFAULT_LIMITS", "AsyncMeshTransport", "MeshTransport", "discovery_f
 def discovery_from_config(config: MeshConfig, clock: Clock = SYSTEM_CLOCK) -> Discovery:
     """The discovery a configuration asks for."""
     if config.discovery == "consul":
+        from meshlib.consul.discovery import ConsulDiscovery  # only when Consul is chosen
+
         return ConsulDiscovery(config.consul, config.consul_options, clock=clock)
     return StaticDiscovery(
         config.static_endpoints,
@@ -46,7 +48,9 @@ def discovery_from_config(config: MeshConfig, clock: Clock = SYSTEM_CLOCK) -> Di
 class _Configured:
     """The configured constructor both transports share: ``MeshConfig`` → pipeline settings."""
 
-    _engine_cls: type[Any]
+    _new_engine: Callable[..., Any]
+    """meshlib's engine for this flavour, imported when built: the async one needs asyncio,
+    which a sync service never imports."""
     _httpx_cls: type[Any]
 
     def __init__(
@@ -78,7 +82,7 @@ class _Configured:
         if transport is not None:
             inner = transport
         elif config.engine == "fast":
-            inner = self._engine_cls(**http)
+            inner = self._new_engine(**http)
         else:
             inner = self._httpx_cls(**http)
         super().__init__(  # type: ignore[call-arg]
@@ -97,12 +101,20 @@ class _Configured:
 class AsyncMeshTransport(_Configured, AsyncMeshPipeline):
     """The async mesh transport, configured from ``config`` (default: ``MeshConfig.from_env()``)."""
 
-    _engine_cls = AsyncEngine
+    @staticmethod
+    def _new_engine(**http: Any) -> Any:
+        from meshlib.engine.aio import AsyncEngine
+
+        return AsyncEngine(**http)
+
     _httpx_cls = httpx.AsyncHTTPTransport
 
 
 class MeshTransport(_Configured, MeshPipeline):
     """The sync mesh transport, configured from ``config`` (default: ``MeshConfig.from_env()``)."""
 
-    _engine_cls = SyncEngine
+    @staticmethod
+    def _new_engine(**http: Any) -> Any:
+        return SyncEngine(**http)
+
     _httpx_cls = httpx.HTTPTransport

@@ -22,12 +22,11 @@ First use waits up to ``first_timeout``, then fails naming Consul's address (nev
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import random
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
@@ -39,6 +38,9 @@ from meshlib.consul.watches import ConsulOptions, WatchSlots, state_row
 from meshlib.consul.watches import Watch as _Watch
 from meshlib.discovery.base import Discovery, Resolution, Target
 from meshlib.errors import DiscoveryError
+
+if TYPE_CHECKING:  # asyncio is imported where it runs (watches start its loop on first use)
+    pass
 
 __all__ = ["ConsulDiscovery", "ConsulOptions"]
 
@@ -111,6 +113,8 @@ class ConsulDiscovery(Discovery):
             )
 
     async def resolve(self, target: Target) -> Resolution | None:
+        import asyncio  # loaded: this runs on an event loop
+
         res = self.lookup(target)
         if res is not None:
             return res
@@ -168,6 +172,8 @@ class ConsulDiscovery(Discovery):
         return w.first
 
     def _spawn(self, w: _Watch) -> None:
+        import asyncio  # loaded: this runs on the watch loop
+
         if self._consul is None:
             # Imported here: py-consul (and the ``requests`` it imports) costs ``import
             # meshlib`` nothing until Consul discovery is first used.
@@ -204,6 +210,8 @@ class ConsulDiscovery(Discovery):
             self._slots.release(w)
 
     async def _watch_loop(self, w: _Watch) -> None:
+        import asyncio
+
         from consul import ACLPermissionDenied  # imported with py-consul by _spawn
 
         opts = self.options
@@ -372,6 +380,8 @@ class ConsulDiscovery(Discovery):
             loop, thread = self._runner.take()
         if loop is None:
             return
+
+        import asyncio  # loaded: the loop it stops exists
 
         async def shutdown() -> None:
             for w in list(self._watches.values()):

@@ -91,7 +91,7 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
         return slot.release
 
     async def aclose(self) -> None:
-        self._metrics.close()
+        self._close_telemetry()
         for t in self._closables():
             await t.aclose()
         if self._owns_discovery:
@@ -168,7 +168,7 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
         return slot.release
 
     def close(self) -> None:
-        self._metrics.close()
+        self._close_telemetry()
         for t in self._closables():
             t.close()
         if self._owns_discovery:

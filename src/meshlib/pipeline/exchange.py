@@ -21,10 +21,10 @@ from meshlib.extensions import ATTEMPT_HEADERS, POLICY
 from meshlib.pipeline.attempt import Attempt, endpoint_url
 from meshlib.pipeline.call import Call
 from meshlib.pipeline.mocking import is_mock_miss
-from meshlib.pipeline.observe import CallObservation
 
 if TYPE_CHECKING:
     from meshlib.pipeline.base import PipelineBase
+    from meshlib.pipeline.observe import CallObservation
 
 __all__ = ["Exchange"]
 
@@ -58,7 +58,10 @@ class Exchange:
         """What the inner transport is given for this attempt (a copy of the caller's request
         while a mocking library is active, so what the mocks record stays as they matched it)."""
         self.call = call
-        self.obs: CallObservation | None = pipeline.observer.begin(call, request.url)
+        observer = pipeline.observer()
+        self.obs: CallObservation | None = (
+            observer.begin(call, request.url) if observer is not None else None
+        )
         self.release: Callable[[], None] | None = None
         self._url = request.url
         self._extensions = request.extensions
