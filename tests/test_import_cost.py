@@ -1,12 +1,14 @@
 """``import meshlib`` loads only what a first request needs: not py-consul (nor the ``requests``
-it imports) until Consul is used, not tomllib until a TOML endpoints file is read."""
+it imports) until Consul is used, not tomllib until a TOML endpoints file is read, not asyncio
+for a sync service, and not OpenTelemetry until something in the process uses it."""
 
 import subprocess
 import sys
 
 from meshlib.testing import FakeConsul
+from meshlib.upstream import UpstreamBehaviour, UpstreamThread
 
-_LAZY = ("consul", "requests", "tomllib")
+_LAZY = ("consul", "requests", "tomllib", "asyncio", "opentelemetry")
 
 
 def _loaded_after(code: str) -> dict[str, bool]:
@@ -17,7 +19,7 @@ def _loaded_after(code: str) -> dict[str, bool]:
     return dict(zip(_LAZY, (w == "True" for w in out.stdout.split()), strict=True))
 
 
-def test_import_meshlib_loads_neither_py_consul_nor_requests_nor_tomllib() -> None:
+def test_import_meshlib_loads_none_of_the_lazy_packages() -> None:
     assert _loaded_after("import meshlib") == dict.fromkeys(_LAZY, False)
 
 
@@ -32,3 +34,46 @@ def test_py_consul_is_loaded_once_consul_discovery_is_used(fake_consul: FakeCons
         "d.close()"
     )
     assert _loaded_after(code)["consul"] is True
+
+
+def test_a_sync_call_without_opentelemetry_imports_neither_it_nor_asyncio() -> None:
+    with UpstreamThread(UpstreamBehaviour(name="a")) as up:
+        code = (
+            "import meshlib\n"
+            f"d = meshlib.StaticDiscovery({{'users': ['127.0.0.1:{up.port}']}})\n"
+            "with meshlib.MeshClient(discovery=d) as c:\n"
+            "    assert c.get('http://users/').status_code == 200\n"
+            f"    assert c.get('http://127.0.0.1:{up.port}/').status_code == 200\n"
+        )
+        loaded = _loaded_after(code)
+    assert loaded["opentelemetry"] is False
+    assert loaded["asyncio"] is False
+
+
+def test_telemetry_starts_once_opentelemetry_is_set_up_later() -> None:
+    with UpstreamThread(UpstreamBehaviour(name="a")) as up:
+        code = (
+            "import sys, meshlib\n"
+            f"d = meshlib.StaticDiscovery({{'users': ['127.0.0.1:{up.port}']}})\n"
+            "c = meshlib.MeshClient(discovery=d)\n"
+            "assert c.get('http://users/').status_code == 200\n"
+            "assert 'opentelemetry' not in sys.modules\n"
+            "from opentelemetry import trace\n"
+            "from opentelemetry.sdk.trace import TracerProvider\n"
+            "from opentelemetry.sdk.trace.export import SimpleSpanProcessor\n"
+            "from opentelemetry.sdk.trace.export.in_memory_span_exporter import (\n"
+            "    InMemorySpanExporter)\n"
+            "exporter = InMemorySpanExporter()\n"
+            "provider = TracerProvider()\n"
+            "provider.add_span_processor(SimpleSpanProcessor(exporter))\n"
+            "trace.set_tracer_provider(provider)\n"
+            "r = c.get('http://users/echo')\n"
+            "assert 'traceparent' in r.json()['headers'], r.json()\n"
+            "names = sorted(s.name for s in exporter.get_finished_spans())\n"
+            "assert names == ['GET', 'mesh users'], names\n"
+            "c.close()\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=60
+        )
+    assert out.returncode == 0, out.stderr[-2000:]

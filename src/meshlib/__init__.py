@@ -14,9 +14,9 @@ from meshlib.accrual.health import AccrualPolicy
 from meshlib.classify import ResponseClass, default_classifier
 from meshlib.client import AsyncMeshClient, MeshClient
 from meshlib.config import MeshConfig
-from meshlib.consul.discovery import ConsulDiscovery, ConsulOptions
 from meshlib.consul.service import ServiceRegistration
 from meshlib.consul.settings import ConsulSettings
+from meshlib.consul.watches import ConsulOptions
 from meshlib.discovery import Discovery, Resolution, StaticDiscovery, Target
 from meshlib.endpoint import Endpoint
 from meshlib.errors import (
@@ -32,7 +32,6 @@ from meshlib.limit.admission import AdmissionPolicy
 from meshlib.limit.limits import LimitPolicy
 from meshlib.middleware import MeshASGIMiddleware, MeshWSGIMiddleware
 from meshlib.outbound import outbound
-from meshlib.registration import AsyncRegistrar, Registrar, consul_lifespan
 from meshlib.retry.budget import BudgetPolicy, RetryBudget
 from meshlib.retry.hedge import HedgeBudgetPolicy, HedgePolicy
 from meshlib.retry.policy import RetryPolicy
@@ -86,20 +85,35 @@ __all__ = [
 __version__ = "0.1.0"
 
 _SUBMODULES = frozenset({"admin", "telemetry", "testing"})
-_LAZY = {"ConnectIdentity": "meshlib.identity", "connect_identity": "meshlib.identity"}
+# Public names whose modules a static-discovery service never needs: Consul's watches, the
+# registrars (with their loop, signal handling and py-consul) and Connect (py-consul and the TLS
+# machinery) load when first named.
+_LAZY = {
+    "ConsulDiscovery": "meshlib.consul.discovery",
+    "AsyncRegistrar": "meshlib.registration",
+    "Registrar": "meshlib.registration",
+    "consul_lifespan": "meshlib.registration",
+    "ConnectIdentity": "meshlib.identity",
+    "connect_identity": "meshlib.identity",
+}
 
 if TYPE_CHECKING:
+    from meshlib.consul.discovery import ConsulDiscovery
     from meshlib.identity import ConnectIdentity, connect_identity
+    from meshlib.registration import AsyncRegistrar, Registrar, consul_lifespan
 
 
 def __getattr__(name: str) -> Any:
     """``meshlib.admin`` (and ``telemetry``, ``testing``) after a bare ``import meshlib``: the
-    submodules that the first request does not need are imported on first use, and so is
-    Connect (``connect_identity``), which brings py-consul and the TLS machinery with it."""
+    submodules that the first request does not need are imported on first use, and so are
+    the Consul, registration and Connect classes."""
     if name in _SUBMODULES:
         return importlib.import_module(f"meshlib.{name}")
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name]), name)
+    module = _LAZY.get(name)
+    if module is not None:
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value  # found directly from now on
+        return value
     raise AttributeError(f"module 'meshlib' has no attribute {name!r}")
 
 

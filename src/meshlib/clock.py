@@ -8,7 +8,6 @@ deterministic in tests. Only the monotonic clock is ever used for intervals: the
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from typing import Protocol, runtime_checkable
@@ -42,6 +41,8 @@ class SystemClock:
         return time.monotonic()
 
     async def sleep(self, seconds: float) -> None:
+        import asyncio  # loaded: this runs on an event loop
+
         await asyncio.sleep(max(0.0, seconds))
 
     def sleep_sync(self, seconds: float) -> None:
@@ -75,6 +76,8 @@ class ManualClock:
 
     async def sleep(self, seconds: float) -> None:
         self.sleep_sync(seconds)
+        import asyncio
+
         await asyncio.sleep(0)
 
     def sleep_sync(self, seconds: float) -> None:

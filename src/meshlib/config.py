@@ -19,7 +19,6 @@ from typing import Any
 from meshlib.accrual.health import AccrualPolicy
 from meshlib.balance.balancer import BALANCERS
 from meshlib.connect.settings import ConnectSettings, connect_settings_from_env
-from meshlib.consul.discovery import ConsulOptions
 from meshlib.consul.env import (
     consul_options_from_env,
     consul_settings_from_env,
@@ -27,6 +26,7 @@ from meshlib.consul.env import (
 )
 from meshlib.consul.service import ServiceRegistration
 from meshlib.consul.settings import ConsulSettings
+from meshlib.consul.watches import ConsulOptions
 from meshlib.discovery.static import parse_services
 from meshlib.endpoint import Endpoint
 from meshlib.envparse import build as _build

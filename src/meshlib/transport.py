@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -21,10 +22,9 @@ import httpx
 from meshlib.classify import Classifier
 from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.config import MeshConfig
-from meshlib.consul.discovery import ConsulDiscovery
 from meshlib.discovery.base import Discovery
 from meshlib.discovery.static import StaticDiscovery
-from meshlib.engine import AsyncEngine, SyncEngine
+from meshlib.engine import SyncEngine
 from meshlib.engine.http11 import DEFAULT_LIMITS
 from meshlib.errors import ConfigError
 from meshlib.pipeline import AsyncMeshPipeline, MeshPipeline
@@ -38,6 +38,8 @@ __all__ = ["DEFAULT_LIMITS", "AsyncMeshTransport", "MeshTransport", "discovery_f
 def discovery_from_config(config: MeshConfig, clock: Clock = SYSTEM_CLOCK) -> Discovery:
     """The discovery a configuration asks for."""
     if config.discovery == "consul":
+        from meshlib.consul.discovery import ConsulDiscovery  # only when Consul is chosen
+
         options = config.consul_options
         if config.connect.enabled:
             options = dataclasses.replace(options, connect=True, connect_plain=config.connect.plain)
@@ -54,7 +56,9 @@ def discovery_from_config(config: MeshConfig, clock: Clock = SYSTEM_CLOCK) -> Di
 class _Configured:
     """The configured constructor both transports share: ``MeshConfig`` → pipeline settings."""
 
-    _engine_cls: type[Any]
+    _new_engine: Callable[..., Any]
+    """meshlib's engine for this flavour, imported when built: the async one needs asyncio,
+    which a sync service never imports."""
     _httpx_cls: type[Any]
 
     def __init__(
@@ -89,7 +93,7 @@ class _Configured:
         if transport is not None:
             inner = transport
         elif config.engine == "fast":
-            inner = self._engine_cls(**http)
+            inner = self._new_engine(**http)
         else:
             inner = self._httpx_cls(**http)
         self.identity = _identity(config, inner)
@@ -140,12 +144,20 @@ def _identity(config: MeshConfig, inner: Any) -> ConnectIdentity | None:
 class AsyncMeshTransport(_Configured, AsyncMeshPipeline):
     """The async mesh transport, configured from ``config`` (default: ``MeshConfig.from_env()``)."""
 
-    _engine_cls = AsyncEngine
+    @staticmethod
+    def _new_engine(**http: Any) -> Any:
+        from meshlib.engine.aio import AsyncEngine
+
+        return AsyncEngine(**http)
+
     _httpx_cls = httpx.AsyncHTTPTransport
 
 
 class MeshTransport(_Configured, MeshPipeline):
     """The sync mesh transport, configured from ``config`` (default: ``MeshConfig.from_env()``)."""
 
-    _engine_cls = SyncEngine
+    @staticmethod
+    def _new_engine(**http: Any) -> Any:
+        return SyncEngine(**http)
+
     _httpx_cls = httpx.HTTPTransport

@@ -9,57 +9,34 @@ blocking queries, ``service``/``registrar`` register this process. Imports L0 mo
 
 from typing import Any
 
-from meshlib.consul.discovery import (
-    ConsulDiscovery,
-    ConsulOptions,
-)
-from meshlib.consul.env import (
-    consul_options_from_env,
-    consul_settings_from_env,
-    registration_from_env,
-)
-from meshlib.consul.parse import (
-    ParsedEntries,
-    aggregated_status,
-    parse_health_entries,
-    valid_service_name,
-)
-from meshlib.consul.service import (
-    ServiceRegistration,
-)
-from meshlib.consul.settings import (
-    ConsulSettings,
-)
+# Imported on first use: ``import meshlib`` needs the settings, not the watches, the
+# registrars or py-consul.
+_EXPORTS = {
+    "AsyncConsulHTTP": "http",
+    "ConsulDiscovery": "discovery",
+    "ConsulOptions": "watches",
+    "ConsulSettings": "settings",
+    "ParsedEntries": "parse",
+    "ServiceRegistration": "service",
+    "SyncConsulHTTP": "http",
+    "aggregated_status": "parse",
+    "async_consul": "http",
+    "consul_options_from_env": "env",
+    "consul_settings_from_env": "env",
+    "parse_health_entries": "parse",
+    "registration_from_env": "env",
+    "ssl_context_for": "http",
+    "sync_consul": "http",
+    "valid_service_name": "parse",
+}
 
-__all__ = [
-    "AsyncConsulHTTP",
-    "ConsulDiscovery",
-    "ConsulOptions",
-    "ConsulSettings",
-    "ParsedEntries",
-    "ServiceRegistration",
-    "SyncConsulHTTP",
-    "aggregated_status",
-    "async_consul",
-    "consul_options_from_env",
-    "consul_settings_from_env",
-    "parse_health_entries",
-    "registration_from_env",
-    "ssl_context_for",
-    "sync_consul",
-    "valid_service_name",
-]
-
-_HTTP = frozenset(
-    {"AsyncConsulHTTP", "SyncConsulHTTP", "async_consul", "ssl_context_for", "sync_consul"}
-)
+__all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    # ``http`` imports py-consul (and with it ``requests``), which ``import meshlib`` should not
-    # pay for: it is needed only once Consul discovery or registration is built.
-    if name in _HTTP:
-        from meshlib.consul import http
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'meshlib.consul' has no attribute {name!r}")
+    import importlib
 
-        return getattr(http, name)
-    raise AttributeError(f"module 'meshlib.consul' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"meshlib.consul.{module}"), name)

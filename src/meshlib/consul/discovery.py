@@ -116,6 +116,8 @@ class ConsulDiscovery(ChainLookups, Discovery):
             )
 
     async def resolve(self, target: Target) -> Resolution | None:
+        import asyncio  # loaded: this runs on an event loop
+
         res = self.lookup(target)
         if res is not None:
             return res
@@ -167,8 +169,7 @@ class ConsulDiscovery(ChainLookups, Discovery):
             self._runner.call(self._spawn, w)
         return w.first
 
-    def _on_loop(self, fn: Any, *args: Any) -> None:
-        """Run ``fn(*args)`` on the watch loop, in the background context (chains use it)."""
+    def _on_loop(self, fn: Any, *args: Any) -> None:  # chains start their watches with it
         self._runner.call(fn, *args)
 
     def _client(self) -> Any:  # py-consul on httpx, made on the watch loop at first use
@@ -212,6 +213,8 @@ class ConsulDiscovery(ChainLookups, Discovery):
             self._slots.release(w)
 
     async def _watch_loop(self, w: _Watch) -> None:
+        import asyncio
+
         from consul import ACLPermissionDenied  # imported with py-consul by _spawn
 
         opts = self.options
@@ -378,6 +381,8 @@ class ConsulDiscovery(ChainLookups, Discovery):
             loop, thread = self._runner.take()
         if loop is None:
             return
+
+        import asyncio  # loaded: the loop it stops exists
 
         async def shutdown() -> None:
             tasks = [w.task for w in self._watches.values() if w.task is not None]

@@ -25,9 +25,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from meshlib.consul.discovery import ConsulOptions
 from meshlib.consul.service import ServiceRegistration
 from meshlib.consul.settings import ConsulSettings
+from meshlib.consul.watches import ConsulOptions
 from meshlib.errors import ConfigError
 
 __all__ = ["consul_options_from_env", "consul_settings_from_env", "registration_from_env"]

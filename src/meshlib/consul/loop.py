@@ -16,14 +16,16 @@ parent still uses, and starts fresh on its next use.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import weakref
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-from meshlib.otel.tracing import background_context
+from meshlib.otel.gate import background_context
+
+if TYPE_CHECKING:  # asyncio is imported when the loop starts: ``import meshlib`` needs none
+    import asyncio
 
 __all__ = ["ForkAware", "WatchLoop", "keep", "track"]
 
@@ -76,6 +78,8 @@ class WatchLoop:
         return found
 
     def _start(self) -> asyncio.AbstractEventLoop:
+        import asyncio
+
         loop = asyncio.new_event_loop()
         ready = threading.Event()
 

@@ -18,18 +18,21 @@ registering and deregistering suppress HTTP instrumentation.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
 import signal
 import threading
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshlib.consul.service import ServiceRegistration
 from meshlib.consul.settings import ConsulSettings
-from meshlib.otel.tracing import background_context, suppressed_http_instrumentation
+from meshlib.otel.gate import background_context
+from meshlib.otel.gate import quiet as suppressed_http_instrumentation
+
+if TYPE_CHECKING:  # asyncio is imported where it runs: a sync service never needs it
+    import asyncio
 
 __all__ = ["AsyncRegistrar", "Registrar"]
 
@@ -218,11 +221,15 @@ class AsyncRegistrar(_Base):
             log.warning("could not deregister %s: %s", self.registration.service_id, exc)
 
     async def _beat(self) -> None:
+        import asyncio
+
         while True:
             await asyncio.sleep(self.period)
             await self.heartbeat()
 
     async def __aenter__(self) -> AsyncRegistrar:
+        import asyncio
+
         await self.register()
         if self.registration.check == "ttl":
             self._task = asyncio.get_running_loop().create_task(
@@ -236,6 +243,8 @@ class AsyncRegistrar(_Base):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        import asyncio
+
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):

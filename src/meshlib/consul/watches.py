@@ -6,16 +6,18 @@ answer is logged here, where it is judged).
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshlib.consul.parse import ParsedEntries, foreign, valid_service_name
 from meshlib.discovery.base import Resolution, Target
 from meshlib.errors import DiscoveryError
+
+if TYPE_CHECKING:  # asyncio is imported where it runs: ``import meshlib`` does not need it
+    import asyncio
 
 __all__ = ["ConsulOptions", "Watch", "WatchSlots", "check_names", "state_row"]
 

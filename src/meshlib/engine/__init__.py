@@ -14,7 +14,20 @@ response parsing, exception mapping, pool bookkeeping); ``aio`` and ``sync`` onl
 in how they wait.
 """
 
-from .aio import AsyncEngine
+from typing import TYPE_CHECKING, Any
+
 from .sync import SyncEngine
 
+if TYPE_CHECKING:
+    from .aio import AsyncEngine
+
 __all__ = ["AsyncEngine", "SyncEngine"]
+
+
+def __getattr__(name: str) -> Any:
+    # ``aio`` imports asyncio, which a sync service never needs: loaded on first use.
+    if name == "AsyncEngine":
+        from .aio import AsyncEngine
+
+        return AsyncEngine
+    raise AttributeError(f"module 'meshlib.engine' has no attribute {name!r}")

@@ -13,14 +13,17 @@ waits need no wake-ups.
 
 from __future__ import annotations
 
-import asyncio
 import math
 import threading
 from collections import deque
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from meshlib.clock import Clock
 from meshlib.limit.adaptive import AdaptivePolicy
+
+if TYPE_CHECKING:  # asyncio is imported where it runs: a sync service never needs it
+    import asyncio
 
 __all__ = ["ConcurrencyLimit", "LimitPolicy", "RateLimit"]
 
@@ -144,6 +147,8 @@ class ConcurrencyLimit:
             if len(self._async_waiters) + self._sync_waiting >= self.max_waiters or timeout <= 0:
                 self.refused += 1
                 return False
+            import asyncio  # loaded: this runs on an event loop
+
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._async_waiters.append(fut)
         try:
@@ -186,6 +191,8 @@ class ConcurrencyLimit:
 
 
 def _on_loop_of(fut: asyncio.Future[None]) -> bool:
+    import asyncio  # loaded: an async waiter exists
+
     try:
         return asyncio.get_running_loop() is fut.get_loop()
     except RuntimeError:

@@ -16,7 +16,6 @@ from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.config import MeshConfig
 from meshlib.limit.admission import AdmissionPolicy, Refusal
 from meshlib.middleware.gate import CallerKey, Gate, answer, resolve_policy
-from meshlib.otel.tracing import incoming_context
 from meshlib.scope.context import DEADLINE_HEADER, Deadline, deadline_scope, parse_deadline
 from meshlib.scope.override import OVERRIDE_HEADER, override_scope
 
@@ -70,6 +69,10 @@ class MeshASGIMiddleware:
             return
         deadline = Deadline.after(seconds) if seconds is not None else None
         pin = headers.get(OVERRIDE_HEADER) if self.propagate_override else None
+        # Continuing the caller's trace needs OpenTelemetry's API even without an SDK: the
+        # first request imports it (``import meshlib`` does not).
+        from meshlib.otel.tracing import incoming_context
+
         try:
             with deadline_scope(deadline), incoming_context(headers), override_scope(pin):
                 await self.app(scope, receive, send)

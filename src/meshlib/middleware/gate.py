@@ -28,7 +28,6 @@ from typing import Any
 from meshlib.clock import Clock
 from meshlib.config import MeshConfig
 from meshlib.limit.admission import Admission, AdmissionPolicy, Refusal, Ticket
-from meshlib.otel.inbound import InboundMetrics
 
 __all__ = [
     "MAX_KEY_CHARS",
@@ -75,6 +74,10 @@ class Gate:
         self.admission = Admission(policy, clock)
         self.caller_key = caller_key or default_caller_key(policy.caller_header)
         adm = self.admission
+        # Imported when a middleware is built, not by ``import meshlib`` (OpenTelemetry's API
+        # costs a cold start; a middleware reports to it, an idle import does not).
+        from meshlib.otel.inbound import InboundMetrics
+
         self.metrics = InboundMetrics(lambda: (adm.in_flight, adm.limit))
 
     def mesh_state(self) -> dict[str, Any]:

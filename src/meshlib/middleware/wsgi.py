@@ -15,7 +15,6 @@ from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.config import MeshConfig
 from meshlib.limit.admission import AdmissionPolicy, Refusal, Ticket
 from meshlib.middleware.gate import CallerKey, Gate, answer, resolve_policy
-from meshlib.otel.tracing import attached, incoming_context
 from meshlib.scope.context import DEADLINE_HEADER, Deadline, deadline_scope, parse_deadline
 from meshlib.scope.override import OVERRIDE_HEADER, override_scope
 
@@ -66,6 +65,8 @@ class MeshWSGIMiddleware:
             return [payload]
         deadline = Deadline.after(seconds) if seconds is not None else None
         pin = environ.get(_WSGI_OVERRIDE) if self.propagate_override else None
+        from meshlib.otel.tracing import incoming_context  # see MeshASGIMiddleware
+
         try:
             with deadline_scope(deadline), incoming_context(headers) as ctx, override_scope(pin):
                 body = self.app(environ, start_response)
@@ -96,6 +97,8 @@ class _ScopedBody:
         self._ticket = ticket
 
     def __iter__(self) -> Iterator[bytes]:
+        from meshlib.otel.tracing import attached
+
         it = iter(self._body)
         while True:
             with deadline_scope(self._deadline), attached(self._ctx):

@@ -3,34 +3,33 @@
 ``tracing`` shapes spans by the stable HTTP semantic conventions, ``metrics`` the instruments,
 ``sdk`` installs an SDK for applications that have none, ``tree`` draws finished spans.
 Everything else in meshlib reaches OpenTelemetry through here. Imports L0 modules only: L1.
+``gate`` says whether OpenTelemetry is in use without importing it, and the names below are
+imported on first use, so ``import meshlib`` does not import OpenTelemetry.
 """
 
-from meshlib.otel.metrics import (
-    DURATION_BUCKETS,
-    MeshMetrics,
-)
-from meshlib.otel.tracing import (
-    PassThroughSpan,
-    Tracing,
-    attached,
-    background_context,
-    error_type,
-    incoming_context,
-    redact_url,
-    suppressed_http_instrumentation,
-    url_port,
-)
+from typing import Any
 
-__all__ = [
-    "DURATION_BUCKETS",
-    "MeshMetrics",
-    "PassThroughSpan",
-    "Tracing",
-    "attached",
-    "background_context",
-    "error_type",
-    "incoming_context",
-    "redact_url",
-    "suppressed_http_instrumentation",
-    "url_port",
-]
+_EXPORTS = {
+    "DURATION_BUCKETS": "metrics",
+    "MeshMetrics": "metrics",
+    "PassThroughSpan": "tracing",
+    "Tracing": "tracing",
+    "attached": "tracing",
+    "background_context": "tracing",
+    "error_type": "tracing",
+    "incoming_context": "tracing",
+    "redact_url": "tracing",
+    "suppressed_http_instrumentation": "tracing",
+    "url_port": "tracing",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'meshlib.otel' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(f"meshlib.otel.{module}"), name)

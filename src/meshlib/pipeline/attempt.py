@@ -13,15 +13,17 @@ the endpoint's health.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from meshlib.balance.balancer import EndpointState
 from meshlib.classify import FAILURE, ResponseClass
 from meshlib.clock import Clock
+
+if TYPE_CHECKING:  # asyncio is imported where it runs: a sync service never needs it
+    import asyncio
 
 __all__ = ["Attempt", "TrackedAsyncStream", "TrackedSyncStream", "endpoint_url"]
 
@@ -183,6 +185,8 @@ class TrackedAsyncStream(httpx.AsyncByteStream):
         self._inner = inner
         self._attempt = attempt
         self._expired = expired
+        import asyncio  # loaded: async streams are built on an event loop
+
         try:
             self._loop: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
         except RuntimeError:
@@ -222,11 +226,11 @@ class _TrackedIterator:
         except StopAsyncIteration:
             attempt.finish()
             raise
-        except asyncio.CancelledError:
-            attempt.cancel()
-            raise
-        except BaseException:
+        except Exception:
             attempt.fail()
+            raise
+        except BaseException:  # cancelled (or interrupted): the caller gave up, not the endpoint
+            attempt.cancel()
             raise
         expired = self._owner._expired
         if expired is not None and (err := expired()) is not None:

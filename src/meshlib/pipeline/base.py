@@ -14,8 +14,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import random
+import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
@@ -26,14 +27,12 @@ from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.discovery.base import Discovery, Resolution, Target
 from meshlib.errors import ConfigError
 from meshlib.extensions import ConnectPeer, ConnectPeers
-from meshlib.otel.metrics import MeshMetrics
-from meshlib.otel.tracing import PassThroughSpan, Tracing
+from meshlib.otel import gate
 from meshlib.pipeline.admission import Admission
 from meshlib.pipeline.bound import HttpxAttempt, bound_pool
 from meshlib.pipeline.call import Call, CallSettings
 from meshlib.pipeline.hedging import Hedging
 from meshlib.pipeline.mocking import mocking_active
-from meshlib.pipeline.observe import Observer
 from meshlib.pipeline.settings import PipelineSettings
 from meshlib.retry.budget import RetryBudget
 from meshlib.routing.addressing import Addressing
@@ -42,9 +41,29 @@ from meshlib.routing.snapshot import snapshot
 from meshlib.scope.context import CallPolicy
 from meshlib.traffic.chain import Choice, Route
 
+if TYPE_CHECKING:
+    from meshlib.pipeline.observe import Observer
+
 __all__ = ["PipelineBase"]
 
 log = logging.getLogger("meshlib.hedging")
+
+
+class PassScope(Protocol):
+    """What a pass-through request reports its response to (``otel.PassThroughSpan``)."""
+
+    def done(self, response: httpx.Response) -> httpx.Response: ...
+
+
+class _NoSpan:
+    """The pass-through scope while OpenTelemetry is not in use: nothing to record."""
+
+    @staticmethod
+    def done(response: httpx.Response) -> httpx.Response:
+        return response
+
+
+_NO_SPAN = _NoSpan()
 
 
 class PipelineBase:
@@ -131,9 +150,11 @@ class PipelineBase:
         self._inner_httpx = self.is_httpx(inner)
         if self._inner_httpx:
             bound_pool(inner)
-        self._tracing = Tracing()
-        self._metrics = MeshMetrics(self._gauges)
-        self.observer = Observer(self._tracing, self._metrics)
+        # Telemetry is built once OpenTelemetry is in use in the process (``otel.gate``).
+        self._observer: Observer | None = None
+        self._tracing: Any = None
+        self._metrics: Any = None
+        self._telemetry_lock = threading.Lock()
         self._propagate_hosts = frozenset(h.lower() for h in settings.propagate_hosts)
         self._route_policies: dict[int, tuple[Route, CallPolicy | None]] = {}
         self.router.on_breaker = self._on_breaker
@@ -222,10 +243,35 @@ class PipelineBase:
         self._route_policies[id(route)] = (route, policy)
         return policy
 
+    def observer(self) -> Observer | None:
+        """The call's telemetry entry point, or None while nothing in the process uses
+        OpenTelemetry (then there is no SDK, span or instrumentation to report to)."""
+        obs = self._observer
+        if obs is None and gate.in_use():
+            obs = self._start_telemetry()
+        return obs
+
+    def _start_telemetry(self) -> Observer:
+        from meshlib.otel.metrics import MeshMetrics
+        from meshlib.otel.tracing import Tracing
+        from meshlib.pipeline.observe import Observer
+
+        with self._telemetry_lock:
+            if self._observer is None:
+                self._tracing = Tracing()
+                self._metrics = MeshMetrics(self._gauges)
+                self._observer = Observer(self._tracing, self._metrics)
+            return self._observer
+
     @contextlib.contextmanager
-    def passthrough_scope(self, request: httpx.Request) -> Iterator[PassThroughSpan]:
+    def passthrough_scope(self, request: httpx.Request) -> Iterator[PassScope]:
         """A pass-through request: one CLIENT span of our own, httpx's instrumentation
         suppressed, and trace context only for allow-listed hosts (``MESH_PROPAGATE_HOSTS``)."""
+        if self.observer() is None:
+            yield _NO_SPAN  # no OpenTelemetry: no span, no context to send
+            return
+        from meshlib.otel.tracing import PassThroughSpan
+
         with PassThroughSpan(
             self._tracing, request, request.url.host in self._propagate_hosts
         ) as s:
@@ -269,11 +315,15 @@ class PipelineBase:
         return out
 
     def _on_breaker(self, target: Target, health: EndpointHealth, old: str, new: str) -> None:
-        if self._metrics.enabled():
-            self._metrics.breaker.add(
-                1, {"mesh.service": target.service, "mesh.breaker.state": new}
-            )
+        m = self._metrics
+        if m is not None and m.enabled():
+            m.breaker.add(1, {"mesh.service": target.service, "mesh.breaker.state": new})
 
     def _on_update(self, target: Target) -> None:
-        if self._metrics.enabled():
-            self._metrics.discovery_updates.add(1, {"mesh.service": target.service})
+        m = self._metrics
+        if m is not None and m.enabled():
+            m.discovery_updates.add(1, {"mesh.service": target.service})
+
+    def _close_telemetry(self) -> None:
+        if self._metrics is not None:
+            self._metrics.close()

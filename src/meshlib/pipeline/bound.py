@@ -23,7 +23,7 @@ from typing import Any
 import httpx
 
 from meshlib.extensions import DEADLINE
-from meshlib.otel.tracing import SuppressedHTTP
+from meshlib.otel import gate
 
 __all__ = ["HttpxAttempt", "bound_pool"]
 
@@ -145,11 +145,17 @@ class HttpxAttempt:
 
     def __init__(self, request: httpx.Request) -> None:
         self._request = request
-        self._suppress = SuppressedHTTP()
+        # An instrumentation imports OpenTelemetry: without it there is nothing to suppress.
+        self._suppress: Any = None
+        if gate.in_use():
+            from meshlib.otel.tracing import SuppressedHTTP
+
+            self._suppress = SuppressedHTTP()
         self._token: contextvars.Token[float | None] | None = None
 
     def __enter__(self) -> None:
-        self._suppress.__enter__()
+        if self._suppress is not None:
+            self._suppress.__enter__()
         # The request's extensions are the current attempt's (each attempt gets its own).
         self._token = _HARD.set(self._request.extensions.get(DEADLINE))
 
@@ -157,4 +163,5 @@ class HttpxAttempt:
         if self._token is not None:
             _HARD.reset(self._token)
             self._token = None
-        self._suppress.__exit__(*exc)
+        if self._suppress is not None:
+            self._suppress.__exit__(*exc)

@@ -9,6 +9,7 @@ in the I/O-free ``Call`` and ``Attempt``. The order of the steps is in the packa
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -16,10 +17,12 @@ from meshlib.discovery.base import Target
 from meshlib.pipeline.attempt import TrackedAsyncStream, TrackedSyncStream
 from meshlib.pipeline.base import PipelineBase
 from meshlib.pipeline.exchange import Exchange
-from meshlib.pipeline.race import Race
 from meshlib.retry.replay import buffer_async, buffer_sync
 from meshlib.routing.router import ServiceState
 from meshlib.traffic.chain import Choice
+
+if TYPE_CHECKING:
+    from meshlib.pipeline.race import Race
 
 __all__ = ["AsyncMeshPipeline", "MeshPipeline"]
 
@@ -117,6 +120,8 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
         delay = hedging.delay(policy, state)
         if delay is None or len(ex.call.service.eps.states) < 2:
             return None
+        from meshlib.pipeline.race import Race  # asyncio's tasks, only for a hedged service
+
         return Race(self, ex, state, delay, self._clock)
 
     async def _admit(self, ex: Exchange) -> Callable[[], None] | None:
@@ -137,7 +142,7 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
         return ticket.release(slot is not None)
 
     async def aclose(self) -> None:
-        self._metrics.close()
+        self._close_telemetry()
         for t in self._closables():
             await t.aclose()
         if self._owns_discovery:
@@ -237,7 +242,7 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
         return ticket.release(slot is not None)
 
     def close(self) -> None:
-        self._metrics.close()
+        self._close_telemetry()
         for t in self._closables():
             t.close()
         if self._owns_discovery:

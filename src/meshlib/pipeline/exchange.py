@@ -23,10 +23,10 @@ from meshlib.pipeline.attempt import Attempt, endpoint_url
 from meshlib.pipeline.call import Call
 from meshlib.pipeline.hedging import HedgeState
 from meshlib.pipeline.mocking import is_mock_miss
-from meshlib.pipeline.observe import CallObservation
 
 if TYPE_CHECKING:
     from meshlib.pipeline.base import PipelineBase
+    from meshlib.pipeline.observe import CallObservation
 
 __all__ = ["Exchange"]
 
@@ -63,7 +63,10 @@ class Exchange:
         """What the inner transport is given for this attempt (a copy of the caller's request
         while a mocking library is active, so what the mocks record stays as they matched it)."""
         self.call = call
-        self.obs: CallObservation | None = pipeline.observer.begin(call, request.url)
+        observer = pipeline.observer()
+        self.obs: CallObservation | None = (
+            observer.begin(call, request.url) if observer is not None else None
+        )
         self.release: Callable[[], None] | None = None
         self.permit: Permit | None = None
         """The adaptive concurrency limit's permit, told at the end whether the call dropped."""
