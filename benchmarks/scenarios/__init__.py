@@ -12,6 +12,7 @@ from collections.abc import Callable
 from benchmarks.model import Options, ScenarioResult
 from benchmarks.scenarios import (
     balance,
+    connect,
     consul,
     cpu,
     otel,
@@ -42,4 +43,5 @@ SCENARIOS: dict[str, ScenarioFn] = {
     consul.CHANGE: consul.run_change,
     consul.OUTAGE: consul.run_outage,
     otel.NAME: otel.run,
+    connect.NAME: connect.run,
 }
