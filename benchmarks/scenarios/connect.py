@@ -48,7 +48,7 @@ from benchmarks.scenarios.common import (
 from benchmarks.servers import Server, nginx_mtls, nginx_replicas
 from meshlib.testing.fake_consul import FakeConsul
 
-__all__ = ["NAME", "TARGET_VS_HTTPX", "TARGET_VS_PLAIN", "run"]
+__all__ = ["NAME", "TARGET_VS_HTTPX", "TARGET_VS_PLAIN", "run", "servers"]
 
 NAME = "connect"
 TARGET_VS_PLAIN = 1.15
@@ -103,7 +103,9 @@ def _roots_pem(doc: dict[str, Any]) -> str:
 
 
 @contextlib.contextmanager
-def _servers(opts: Options) -> Iterator[tuple[FakeConsul, Server, Server, str]]:
+def servers() -> Iterator[tuple[FakeConsul, Server, Server, str]]:
+    """FakeConsul with ``api`` (Connect-native, mTLS nginx) and ``api-plain`` (plain nginx)
+    registered, and the directory holding the certificate files (removed afterwards)."""
     tmp = tempfile.mkdtemp(prefix="meshlib-bench-connect-")
     try:
         with FakeConsul(run_checks=False) as consul:
@@ -165,7 +167,7 @@ def run(opts: Options) -> ScenarioResult:
         "client user+system CPU per request and per-request wall time, closed loop.",
     )
     plan = [(n, 1) for n in _VARIANTS] + [(n, 32) for n in _KEPT_ALIVE]
-    with _servers(opts) as (consul, plain, tls, tmp):
+    with servers() as (consul, plain, tls, tmp):
         where = {
             "plain_url": plain.url,
             "tls_url": tls.url,

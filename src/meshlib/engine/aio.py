@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ssl
 from collections import deque
 from typing import Any
 
@@ -50,6 +49,7 @@ from .http11 import (
     origin_key,
     timeouts,
 )
+from .tls_socket import open_connection as open_tls
 
 __all__ = ["AsyncEngine"]
 
@@ -126,17 +126,20 @@ class _Pool(PoolBase[Connection]):
                     first = peer.pending()
                     if first is not None:  # the first certificate: wait, off the loop
                         await asyncio.wrap_future(first)
-                    ctx: ssl.SSLContext | None = peer.context()
-                    name = peer.server_hostname
+                    # Connect mTLS on the SSLSocket itself: asyncio's TLS layer costs more
+                    # per request than the encryption (see tls_socket).
+                    await open_tls(
+                        self.loop, conn, self.host, self.port, peer.context(), peer.server_hostname
+                    )
                 else:
                     ctx = self.engine.ssl_context() if self.tls else None
-                await self.loop.create_connection(
-                    lambda: conn,
-                    self.host,
-                    self.port,
-                    ssl=ctx,
-                    server_hostname=name if ctx is not None else None,
-                )
+                    await self.loop.create_connection(
+                        lambda: conn,
+                        self.host,
+                        self.port,
+                        ssl=ctx,
+                        server_hostname=name if ctx is not None else None,
+                    )
             if peer is not None and conn.transport is not None:
                 ssl_object = conn.transport.get_extra_info("ssl_object")
                 reason = peer.check(ssl_object.getpeercert() if ssl_object else None)
