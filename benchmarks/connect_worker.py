@@ -13,13 +13,20 @@ Spec keys: ``variant`` (``httpx``, ``httpx-tls``, ``mesh``, ``mesh-connect``), `
 and the closed-loop keys (``concurrency``, ``requests``, ``warmup``, ``max_seconds``, ``latency``).
 The result adds ``warmup_connections``: how many connections the server saw during the warm-up
 (nginx puts its connection serial number in ``X-Upstream``), to prove keep-alive on or off.
+
+Kind ``connect-paired`` measures (d) against (c) precisely: both meshlib clients in one process,
+kept alive, batch against batch (``batch`` requests each, ``pairs`` times, alternating), CPU
+time per request of each batch. Across processes a shared machine moves a round's CPU per
+request by tens of microseconds; two batches a few milliseconds apart see the same machine.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import ssl
+import statistics
 from collections.abc import Callable
 from typing import Any
 
@@ -30,7 +37,7 @@ from benchmarks.clients import TIMEOUT
 from benchmarks.loops import measure_async
 from meshlib.connect.settings import ConnectSettings
 
-__all__ = ["VARIANTS", "connect_closed"]
+__all__ = ["VARIANTS", "connect_closed", "connect_paired"]
 
 Spec = dict[str, Any]
 VARIANTS = ("httpx", "httpx-tls", "mesh", "mesh-connect")
@@ -95,3 +102,41 @@ async def _run(spec: Spec) -> Spec:
 def connect_closed(spec: Spec) -> Spec:
     """``concurrency`` tasks looping ``client.get`` against the variant's server."""
     return asyncio.run(_run(spec))
+
+
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+async def _paired(spec: Spec) -> Spec:
+    variants = ("mesh", "mesh-connect")
+    clients = {v: make_client({**spec, "variant": v, "keepalive": True}) for v in variants}
+    per_request: dict[str, list[float]] = {v: [] for v in variants}
+    errors = 0
+    batch = int(spec["batch"])
+    for client, next_url in clients.values():
+        for _ in range(int(spec["warmup"])):
+            errors += (await client.get(next_url())).status_code != 200
+    for _ in range(int(spec["pairs"])):
+        for v in variants:
+            client, next_url = clients[v]
+            c0 = _cpu()
+            for _ in range(batch):
+                errors += (await client.get(next_url())).status_code != 200
+            per_request[v].append((_cpu() - c0) / batch * 1e6)
+    for client, _ in clients.values():
+        await client.aclose()
+    plain, connect = per_request["mesh"], per_request["mesh-connect"]
+    return {
+        "plain_us": statistics.median(plain),
+        "connect_us": statistics.median(connect),
+        "ratio": statistics.median(c / p for c, p in zip(connect, plain, strict=True)),
+        "diff_us": statistics.median(c - p for c, p in zip(connect, plain, strict=True)),
+        "errors": {"non-200": errors} if errors else {},
+    }
+
+
+def connect_paired(spec: Spec) -> Spec:
+    """meshlib plaintext and Connect clients, batch against batch in one process."""
+    return asyncio.run(_paired(spec))

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from benchmarks.connect_worker import connect_closed
+from benchmarks.connect_worker import connect_closed, connect_paired
 from benchmarks.loops import closed_async, closed_sync, open_loop
 from benchmarks.otel_worker import otel_api_check, otel_closed, otel_hooks, otel_sdk_floor
 from benchmarks.overhead_worker import mesh_layer_loop
@@ -41,6 +41,7 @@ KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "otel-hooks": otel_hooks,
     "mesh-layer-loop": mesh_layer_loop,
     "connect-closed": connect_closed,
+    "connect-paired": connect_paired,
 }
 
 

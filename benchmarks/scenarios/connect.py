@@ -175,6 +175,14 @@ def run(opts: Options) -> ScenarioResult:
             "certs": tmp,
         }
         variants = [Variant(f"{n}@{c}", _spec(n, c, opts, where)) for n, c in plan]
+        paired = {
+            "kind": "connect-paired",
+            **where,
+            "warmup": opts.scale(300, 100),
+            "batch": opts.scale(300, 200),
+            "pairs": opts.scale(31, 9),
+        }
+        variants.append(Variant("paired", paired))
         data = interleave(NAME, variants, opts.rounds, opts.verbose)
     for n, c in plan:
         label, _, keepalive = _VARIANTS[n]
@@ -202,6 +210,40 @@ def run(opts: Options) -> ScenarioResult:
             Row("(d) ÷ (c), same round", f"CPU ratio, c={conc}", pairs, fmt="{:.3f}")
         )
         at_most(vs_plain, TARGET_VS_PLAIN, "x")
+    res.notes.extend(check_clean("paired (c) / (d)", data["paired"]))
+    res.add(
+        Row(
+            "(c) meshlib plaintext, paired",
+            "CPU µs/request, one process",
+            column(data["paired"], "plain_us"),
+        )
+    )
+    res.add(
+        Row(
+            "(d) meshlib Connect mTLS, paired",
+            "CPU µs/request, one process",
+            column(data["paired"], "connect_us"),
+        )
+    )
+    res.add(
+        Row(
+            "(d) - (c), paired batches",
+            "CPU µs/request, one process",
+            column(data["paired"], "diff_us"),
+        )
+    )
+    at_most(
+        res.add(
+            Row(
+                "(d) ÷ (c), paired batches",
+                "CPU ratio, c=1, one process",
+                column(data["paired"], "ratio"),
+                fmt="{:.3f}",
+            )
+        ),
+        TARGET_VS_PLAIN,
+        "x",
+    )
     for metric, key in (("p50 ms, c=1", "p50_ms"), ("p99 ms, c=1", "p99_ms")):
         lat = {
             n: res.add(Row(_VARIANTS[n][0], metric, column(data[f"{n}@1"], key), fmt="{:.3f}"))
@@ -225,6 +267,12 @@ def run(opts: Options) -> ScenarioResult:
         new_rows["httpx-tls-new"],
         new_rows["httpx-new"],
         "CPU µs per new mTLS connection",
+    )
+    res.notes.append(
+        "Paired rows: the (c) and (d) clients in one worker process, kept alive, alternating "
+        "batches of requests; each round's value is the median over its pairs. Two batches a few "
+        "milliseconds apart see the same machine, so these are the precise (d) vs (c) figures; "
+        "the fresh-process rows carry the round-to-round drift of a shared machine."
     )
     res.notes.append(
         "No keep-alive rows: every request opens (and closes) its own connection, so their CPU "
