@@ -22,7 +22,9 @@ registered as the Connect-native ``api``). Variants, each a fresh worker process
   so (e) - (f), paired per round, is the CPU of setting up one mTLS connection; stock httpx gets
   the same pair as a reference.
 
-c = 1 for every variant, and c = 32 for the kept-alive ones.
+c = 1 for every variant, and c = 32 for the kept-alive ones. One more worker runs (c) and (d)
+in one process, batch against batch (``connect_worker.connect_paired``): the precise (d) ÷ (c),
+free of the drift between fresh processes on a shared machine.
 """
 
 from __future__ import annotations
