@@ -29,7 +29,7 @@ from benchmarks.clients import make_async_client, make_sync_client
 from benchmarks.model import nearest_rank
 from meshlib.demo.loadgen import run_open_loop
 
-__all__ = ["closed_async", "closed_sync", "open_loop"]
+__all__ = ["closed_async", "closed_sync", "measure_async", "open_loop"]
 
 Spec = dict[str, Any]
 
@@ -99,10 +99,15 @@ async def _async_drive(client: httpx.AsyncClient, next_url: Any, conc: int, t: _
 
 
 async def _closed_async(spec: Spec) -> Spec:
-    conc = int(spec["concurrency"])
     client, next_url = make_async_client(
         spec["client"], spec["urls"], spec.get("balancer", ""), spec.get("mesh")
     )
+    return await measure_async(client, next_url, spec)
+
+
+async def measure_async(client: httpx.AsyncClient, next_url: Any, spec: Spec) -> Spec:
+    """Warm-up, then the measured closed loop, of a client built by the caller (closed after)."""
+    conc = int(spec["concurrency"])
     async with client:
         warm = _Tally(int(spec["warmup"]), float(spec["max_seconds"]), False, True)
         await _async_drive(client, next_url, conc, warm)

@@ -9,6 +9,14 @@ small functions, so read the ranking, not the absolute numbers.
     .venv/bin/python -m benchmarks.profile                  # AsyncMeshClient, c=1
     .venv/bin/python -m benchmarks.profile --client engine  # httpx + AsyncEngine, for contrast
     .venv/bin/python -m benchmarks.profile --sync           # MeshClient
+    .venv/bin/python -m benchmarks.profile --connect mesh-connect   # over Consul Connect mTLS
+
+``--connect VARIANT`` profiles one of the ``connect`` scenario's clients (``mesh``,
+``mesh-connect``, ``httpx``, ``httpx-tls``) against that scenario's servers (FakeConsul's CA, a
+plain and an mTLS nginx) instead of the three replicas.
+
+Every mode counts the process's CPU time (``time.process_time``), not wall time, so the waits
+of a busy machine do not show up as socket or epoll time.
 """
 
 from __future__ import annotations
@@ -19,17 +27,29 @@ import cProfile
 import io
 import pstats
 import sys
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import httpx
 
 from benchmarks.clients import make_async_client, make_sync_client
+from benchmarks.connect_worker import VARIANTS as CONNECT_VARIANTS
+from benchmarks.connect_worker import make_client as make_connect_client
+from benchmarks.scenarios.connect import servers as connect_servers
 from benchmarks.servers import nginx_replicas
 
-__all__ = ["main", "profile_async", "profile_sync"]
+__all__ = ["main", "profile_async", "profile_connect", "profile_sync"]
 
 
 async def _async_loop(client: str, urls: list[str], requests: int, conc: int) -> cProfile.Profile:
-    http, next_url = make_async_client(client, urls)
-    prof = cProfile.Profile()
+    return await _profile_client(*make_async_client(client, urls), requests, conc)
+
+
+async def _profile_client(
+    http: httpx.AsyncClient, next_url: Callable[[], str], requests: int, conc: int
+) -> cProfile.Profile:
+    prof = cProfile.Profile(time.process_time)
     async with http:
         for _ in range(200):
             await http.get(next_url())
@@ -52,7 +72,7 @@ def profile_async(client: str, urls: list[str], requests: int, conc: int) -> cPr
 def profile_sync(client: str, urls: list[str], requests: int) -> cProfile.Profile:
     """A profile of ``requests`` sync GETs on one thread (warm-up excluded)."""
     http, next_url = make_sync_client(client, urls)
-    prof = cProfile.Profile()
+    prof = cProfile.Profile(time.process_time)
     with http:
         for _ in range(200):
             http.get(next_url())
@@ -61,6 +81,20 @@ def profile_sync(client: str, urls: list[str], requests: int) -> cProfile.Profil
             http.get(next_url())
         prof.disable()
     return prof
+
+
+def profile_connect(variant: str, requests: int, conc: int) -> cProfile.Profile:
+    """A profile of one ``connect`` scenario client, kept-alive (warm-up excluded)."""
+    with connect_servers() as (consul, plain, tls, certs):
+        spec: dict[str, Any] = {
+            "variant": variant,
+            "keepalive": True,
+            "plain_url": plain.url,
+            "tls_url": tls.url,
+            "consul_port": consul.port,
+            "certs": certs,
+        }
+        return asyncio.run(_profile_client(*make_connect_client(spec), requests, conc))
 
 
 _AREAS = (
@@ -73,7 +107,9 @@ _AREAS = (
     ("stdlib http.cookiejar / urllib", "/http/cookiejar"),
     ("stdlib http.cookiejar / urllib", "/urllib/"),
     ("stdlib email (headers)", "/email/"),
+    ("asyncio TLS transport (sslproto)", "/asyncio/sslproto"),
     ("asyncio event loop", "/asyncio/"),
+    ("OpenSSL (SSLObject read / write)", "_ssl._SSLSocket"),
     ("socket I/O and epoll", "method 'poll'"),
     ("socket I/O and epoll", "method 'send'"),
     ("socket I/O and epoll", "method 'recv"),
@@ -117,7 +153,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--requests", type=int, default=3000)
     p.add_argument("--concurrency", type=int, default=1)
     p.add_argument("--top", type=int, default=25)
+    p.add_argument(
+        "--connect",
+        choices=CONNECT_VARIANTS,
+        help="profile this client of the connect scenario (FakeConsul CA, plain and mTLS nginx)",
+    )
     args = p.parse_args(argv)
+    if args.connect:
+        prof = profile_connect(args.connect, args.requests, args.concurrency)
+        sys.stdout.write(report(prof, args.requests, args.top))
+        return 0
     with nginx_replicas(3) as replicas:
         urls = [s.url for s in replicas]
         if args.sync:

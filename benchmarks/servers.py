@@ -27,6 +27,7 @@ __all__ = [
     "Server",
     "free_port",
     "haproxy",
+    "nginx_mtls",
     "nginx_replicas",
     "proc_cpu_seconds",
     "python_upstreams",
@@ -52,8 +53,8 @@ http {{
   keepalive_requests 100000000;
   keepalive_timeout 300s;
   server {{
-    listen 127.0.0.1:{port};
-    location / {{
+    listen 127.0.0.1:{port}{ssl};
+{tls}    location / {{
       add_header X-Upstream {name} always;
       return 200 "ok";
     }}
@@ -99,7 +100,7 @@ class Server:
 
     @property
     def address(self) -> str:
-        return self.url.removeprefix("http://").rstrip("/")
+        return self.url.split("://", 1)[1].rstrip("/")
 
 
 def free_port() -> int:
@@ -135,7 +136,9 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def _spawned(argv: Sequence[str], tmp: str, port: int, what: str) -> Iterator[Server]:
+def _spawned(
+    argv: Sequence[str], tmp: str, port: int, what: str, scheme: str = "http"
+) -> Iterator[Server]:
     log_path = os.path.join(tmp, "stderr.log")
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
@@ -143,14 +146,15 @@ def _spawned(argv: Sequence[str], tmp: str, port: int, what: str) -> Iterator[Se
         )
     try:
         _wait_listening(proc, port, what, log_path)
-        yield Server(what, proc, f"http://127.0.0.1:{port}")
+        yield Server(what, proc, f"{scheme}://127.0.0.1:{port}")
     finally:
         _stop(proc)
 
 
 @contextlib.contextmanager
-def nginx_replicas(count: int = 3) -> Iterator[list[Server]]:
-    """``count`` nginx processes (one worker each) answering ``200 ok`` with keep-alive."""
+def nginx_replicas(count: int = 3, header: str | None = None) -> Iterator[list[Server]]:
+    """``count`` nginx processes (one worker each) answering ``200 ok`` with keep-alive; the
+    ``X-Upstream`` header names the replica (``nginxN``), or is ``header`` if given."""
     tmp = tempfile.mkdtemp(prefix="meshlib-bench-nginx-")
     try:
         with contextlib.ExitStack() as stack:
@@ -161,10 +165,42 @@ def nginx_replicas(count: int = 3) -> Iterator[list[Server]]:
                 port = free_port()
                 conf = os.path.join(d, "nginx.conf")
                 with open(conf, "w") as f:
-                    f.write(_NGINX_CONF.format(d=d, port=port, name=f"nginx{i}"))
+                    name = header or f"nginx{i}"
+                    f.write(_NGINX_CONF.format(d=d, port=port, name=name, ssl="", tls=""))
                 argv = [NGINX, "-c", conf, "-p", d, "-e", os.path.join(d, "error.log")]
                 servers.append(stack.enter_context(_spawned(argv, d, port, f"nginx{i}")))
             yield servers
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_NGINX_MTLS = """\
+    ssl_certificate {cert};
+    ssl_certificate_key {key};
+    ssl_client_certificate {client_ca};
+    ssl_verify_client on;
+    ssl_verify_depth 2;
+    ssl_protocols TLSv1.2 TLSv1.3;
+"""
+
+
+@contextlib.contextmanager
+def nginx_mtls(
+    cert: str, key: str, client_ca: str, header: str = "$connection"
+) -> Iterator[Server]:
+    """One nginx (one worker, keep-alive) over TLS that requires a client certificate chaining
+    to ``client_ca`` and presents ``cert``; ``X-Upstream`` carries ``header`` (by default the
+    connection's serial number, so a client can count the connections it opened)."""
+    tmp = tempfile.mkdtemp(prefix="meshlib-bench-nginx-tls-")
+    try:
+        port = free_port()
+        conf = os.path.join(tmp, "nginx.conf")
+        tls = _NGINX_MTLS.format(cert=cert, key=key, client_ca=client_ca)
+        with open(conf, "w") as f:
+            f.write(_NGINX_CONF.format(d=tmp, port=port, name=header, ssl=" ssl", tls=tls))
+        argv = [NGINX, "-c", conf, "-p", tmp, "-e", os.path.join(tmp, "error.log")]
+        with _spawned(argv, tmp, port, "nginx-mtls", scheme="https") as srv:
+            yield srv
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from benchmarks.connect_worker import connect_closed, connect_paired
 from benchmarks.inbound_worker import inbound_limit, inbound_refusal_cost
 from benchmarks.loops import closed_async, closed_sync, open_loop
 from benchmarks.otel_worker import otel_api_check, otel_closed, otel_hooks, otel_sdk_floor
@@ -46,6 +47,8 @@ KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "inbound-refusal-cost": inbound_refusal_cost,
     "tail-open-loop": tail_open_loop,
     "traffic-loop": traffic_loop,
+    "connect-closed": connect_closed,
+    "connect-paired": connect_paired,
 }
 
 

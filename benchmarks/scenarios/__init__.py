@@ -12,6 +12,7 @@ from collections.abc import Callable
 from benchmarks.model import Options, ScenarioResult
 from benchmarks.scenarios import (
     balance,
+    connect,
     consul,
     cpu,
     import_time,
@@ -51,4 +52,5 @@ SCENARIOS: dict[str, ScenarioFn] = {
     tail.STALLS: tail.run_stalls,
     tail.OVERLOAD: tail.run_overload,
     traffic.NAME: traffic.run,
+    connect.NAME: connect.run,
 }
