@@ -99,7 +99,9 @@ async def test_concurrency_limit_answers_503_at_once_and_keeps_serving() -> None
     assert refused.headers["retry-after"] == "2"
     assert refused.headers["x-mesh-rejected"] == "concurrency"
     assert "3 requests already in progress" in refused.text
-    assert elapsed < 0.5  # answered at once, not after a slot came free
+    # No slot frees until the test releases the app after this answer: a refusal that waited
+    # for one would take the app's whole 10 s bound, so anything well under that is at once.
+    assert elapsed < 5.0
     assert [r.status_code for r in done] == [200, 200, 200]
     assert after.status_code == 200
     assert app.calls == 5
