@@ -351,3 +351,35 @@ def _gauges(reader: InMemoryMetricReader) -> dict[str, int]:
         for m in sm.metrics
         if m.name in names
     }
+
+
+async def test_meshlib_client_retries_a_503_after_its_retry_after() -> None:
+    app = App()
+    mw = meshlib.MeshASGIMiddleware(app, admission=AdmissionPolicy(max_in_flight=1))
+
+    class FreesTheSlotWhileWaiting(ManualClock):
+        """The client's clock: its Retry-After wait is where the busy request finishes."""
+
+        async def sleep(self, seconds: float) -> None:
+            await super().sleep(seconds)
+            if seconds >= 1.0:
+                app.release.set()
+                await _wait_for(lambda: mw.gate.admission.in_flight == 0)
+
+    clock = FreesTheSlotWhileWaiting()
+    with asgi_server(mw) as port:
+        async with (
+            _client(port) as plain,
+            meshlib.AsyncMeshClient(
+                discovery=meshlib.StaticDiscovery({"inbound": [f"127.0.0.1:{port}"]}),
+                clock=clock,
+            ) as client,
+        ):
+            busy = asyncio.create_task(plain.get("/slow"))
+            await _wait_for(lambda: app.inside == 1)
+            response = await client.get("http://inbound/")
+            assert (await busy).status_code == 200
+    assert response.status_code == 200
+    assert max(clock.slept) >= 1.0  # it waited the Retry-After the 503 carried
+    assert mw.gate.admission.snapshot()["rejected"]["concurrency"] == 1
+    assert app.calls == 2
