@@ -98,7 +98,7 @@ async def test_concurrency_limit_answers_503_at_once_and_keeps_serving() -> None
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "2"
     assert refused.headers["x-mesh-rejected"] == "concurrency"
-    assert "3 requests already in progress" in refused.text
+    assert "3 requests in progress, the limit" in refused.text
     # No slot frees until the test releases the app after this answer: a refusal that waited
     # for one would take the app's whole 10 s bound, so anything well under that is at once.
     assert elapsed < 5.0
