@@ -20,6 +20,7 @@ bounded by its request count.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import time
@@ -146,6 +147,7 @@ async def _measure(spec: Spec, port: int) -> Spec:
         "admitted_p99_ms": _ms(w.sent_latency.get(200), 99),
         "statuses": {str(k): v for k, v in w.statuses.items()},
         "errors": {**dict(w.errors), **({"dropped": w.dropped} if w.dropped else {})},
+        "loadavg_1m": os.getloadavg()[0],
     }
 
 

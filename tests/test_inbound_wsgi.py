@@ -96,7 +96,7 @@ def test_wsgi_concurrency_limit_refuses_at_once_without_parking_a_thread() -> No
         after = httpx.get(f"{base}/stream", trust_env=False)
     assert refused.status_code == 503
     assert refused.headers["retry-after"] == "1"
-    assert elapsed < 0.5
+    assert elapsed < 5.0  # no slot could free before the release below: it did not wait
     assert [r.status_code for r in done] == [200, 200]
     assert after.text == "abc"
     assert app.calls == 3

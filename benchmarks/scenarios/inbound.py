@@ -17,6 +17,7 @@ burst is spent, then measures:
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from benchmarks.model import Options, Row, ScenarioResult
@@ -98,6 +99,11 @@ def run(opts: Options) -> ScenarioResult:
             res.ratio_to(floor, row)
             at_most(row, REFUSAL_MS, "ms")
         res.add(Row(label, "200 latency p50, ms", column(limited, "admitted_p50_ms"), fmt))
+    loads = [f"{r['loadavg_1m']:.1f}" for r in data["asgi-limit"]]
+    res.notes.append(
+        f"Load average (1 min) when each round's limited ASGI worker ended: {', '.join(loads)} "
+        f"on {os.cpu_count()} CPUs; the latency rows move with it, the app's rate does not."
+    )
     for key, name in (("asgi_us", "MeshASGIMiddleware"), ("wsgi_us", "MeshWSGIMiddleware")):
         res.add(Row(name, "CPU µs per refusal, in process", column(data["cost"], key), "{:.1f}"))
     return res

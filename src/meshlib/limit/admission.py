@@ -185,7 +185,7 @@ class Admission:
                         503,
                         "concurrency",
                         math.ceil(p.retry_after),
-                        f"overloaded: {limit} requests already in progress; retry later",
+                        f"overloaded: {limit} requests in progress, the limit; retry later",
                     )
                 )
             in_flight = self.concurrency.in_flight

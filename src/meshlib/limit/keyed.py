@@ -5,9 +5,13 @@ for every key a hostile client invents. The table holds at most ``max_keys`` buc
 least-recently-used order. A new key takes the place of the least recently used bucket only if
 that bucket has refilled to its burst, because a full bucket is exactly what a fresh one would
 be, so forgetting it changes no decision. Otherwise the new key shares one overflow bucket with
-every other key that found the table full. A caller that invents keys therefore gets at most
-``max_keys`` bursts plus the overflow bucket's rate, never an unlimited rate. Each decision is
-O(1): only the least recently used entry is ever looked at.
+every other key that found the table full, so a burst of new keys cannot evict callers that are
+still using their buckets. Each decision is O(1): only the least recently used entry is ever
+looked at.
+
+What this bounds is memory, not a key-inventing client's rate: each distinct key is a distinct
+caller with a rate of its own, which is what per-caller limits mean. Keys a client cannot choose
+(its verified mTLS identity) or a server-wide in-flight limit are the answer to such a client.
 
 The buckets are ``RateLimit``s (``take``: a token now, or the seconds until one), on the
 injected clock. Imports L0 only.
