@@ -266,7 +266,13 @@ async def test_admin_endpoint_shows_inbound_admission_beside_the_clients() -> No
             async with await start_admin([client, mw], addr="127.0.0.1:0") as admin:
                 async with httpx.AsyncClient(trust_env=False) as http:
                     state = (await http.get(f"{admin.url}/mesh/state")).json()
+                    metrics = (await http.get(f"{admin.url}/mesh/metrics")).text
     assert codes == [200, 429, 429]
+    mw_label = 'middleware="inbound"'
+    assert f'meshlib_inbound_requests_total{{{mw_label},outcome="admitted",reason=""}} 1' in metrics
+    rejected = f'meshlib_inbound_requests_total{{{mw_label},outcome="rejected",reason="rate"}} 2'
+    assert rejected in metrics
+    assert f"meshlib_inbound_limit{{{mw_label}}} 8" in metrics
     assert "inbound" in state["services"]  # the client's view is still there
     assert state["inbound"] == {
         "admitted": 1,

@@ -267,6 +267,7 @@ def render_prometheus(state: Mapping[str, Any]) -> str:
         out.family(name, kind, help_text, samples)
     _connect(out, state.get("connect"))
     _traffic(out, state.get("traffic") or {})
+    _inbound(out, state)
     return "\n".join(out.lines) + "\n" if out.lines else ""
 
 
@@ -314,4 +315,47 @@ def _traffic(out: _Out, traffic: Mapping[str, Any]) -> None:
         "Features of the service's discovery chain that meshlib does not honour (each is "
         "logged once and listed in mesh_state's traffic section; the rest of the chain applies).",
         samples,
+    )
+
+
+def _inbound(out: _Out, state: Mapping[str, Any]) -> None:
+    """The inbound middlewares' admission (``inbound``, ``inbound#2``, ...), one label each."""
+    sections = [(k, v) for k, v in state.items() if k.split("#")[0] == "inbound"]
+    sections = [(k, v) for k, v in sections if isinstance(v, Mapping)]
+    if not sections:
+        return
+    outcomes: list[str] = []
+    in_flight: list[str] = []
+    limits: list[str] = []
+    for key, inb in sections:
+        mw = (("middleware", key),)
+        admitted = _number(inb.get("admitted"))
+        if admitted is not None:
+            pairs = (*mw, ("outcome", "admitted"), ("reason", ""))
+            outcomes.append(f"meshlib_inbound_requests_total{_labels(pairs)} {admitted}")
+        for outcome, group in (("rejected", inb.get("rejected")), ("shed", inb.get("shed"))):
+            for reason, count in (group or {}).items():
+                value = _number(count)
+                if value is not None:
+                    pairs = (*mw, ("outcome", outcome), ("reason", str(reason)))
+                    outcomes.append(f"meshlib_inbound_requests_total{_labels(pairs)} {value}")
+        for into, field in ((in_flight, "in_flight"), (limits, "limit")):
+            value = _number(inb.get(field))
+            if value is not None:
+                into.append(f"meshlib_inbound_{field}{_labels(mw)} {value}")
+    out.family(
+        "meshlib_inbound_requests_total",
+        "counter",
+        "Inbound requests by the middleware's decision: admitted, rejected (rate: 429, "
+        "concurrency: 503) or shed (deadline: 504), before the application runs.",
+        outcomes,
+    )
+    out.family(
+        "meshlib_inbound_in_flight", "gauge", "Inbound requests in the application now.", in_flight
+    )
+    out.family(
+        "meshlib_inbound_limit",
+        "gauge",
+        "The inbound in-flight limit (it moves when adaptive), where one is configured.",
+        limits,
     )
