@@ -382,3 +382,24 @@ def test_resolve_prints_the_routes_split_and_subsets_in_force(
         "v2.api.default.default.dc1 filter 'Service.Meta.version == v2': "
         "1 endpoint(s) 127.0.0.1:8002" in out
     )
+
+
+async def test_a_metadata_change_moves_an_instance_between_subsets(
+    consul: FakeConsul, ups: dict[str, Upstream]
+) -> None:
+    consul.set_config_entry(_split(0, 100))
+    async with _client(consul) as client:
+        assert await _who(client, 5) == Counter({"c": 5})
+        # b becomes a v2 instance: same address and port, new Service.Meta
+        consul.register_service(
+            "api",
+            service_id="api-b",
+            address="127.0.0.1",
+            port=ups["b"].port,
+            meta={"version": "v2"},
+        )
+
+        async def moved() -> bool:
+            return set(await _who(client, 10)) == {"b", "c"}
+
+        await _until(moved)

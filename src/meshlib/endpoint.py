@@ -114,11 +114,10 @@ class Endpoint:
     port: int
     weight: float = 1.0
     tags: tuple[str, ...] = ()
-    meta: Mapping[str, str] = field(default_factory=dict, compare=False, hash=False)
-    """The service instance's metadata (Consul's ``Service.Meta``)."""
-    node_meta: Mapping[str, str] = field(
-        default_factory=lambda: EMPTY_META, compare=False, hash=False
-    )
+    meta: Mapping[str, str] = field(default_factory=dict, hash=False)
+    """The service instance's metadata (Consul's ``Service.Meta``). It takes part in equality
+    (not in the hash), so a metadata change is an update: subsets and zones read it."""
+    node_meta: Mapping[str, str] = field(default_factory=lambda: EMPTY_META, hash=False)
     """The node's metadata (Consul's ``Node.Meta``), for subset filters and zones."""
 
     def __post_init__(self) -> None:
