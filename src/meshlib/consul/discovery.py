@@ -70,6 +70,7 @@ class ConsulDiscovery(ChainLookups, Discovery):
         self._closed = False
         self._slots = WatchSlots(self.options.max_watches)
         self._chains = ChainWatches(self.options, self._slots, settings.address, self._rng)
+        self._chains.in_use = lambda service: Target(service) in self._watches
 
     # -- the request path --------------------------------------------------------------------
 
