@@ -158,3 +158,15 @@ async def test_zone_and_subsets_can_come_from_node_meta(upstreams: list[Upstream
             d.close()
     assert local == {"a"}  # z1 by the node's metadata
     assert racked == {"b", "c"}  # the subset filter reads Node.Meta
+
+
+def test_meshlib_config_names_the_zone_variables(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meshlib.cli import main
+
+    monkeypatch.setenv("MESH_ZONE", "eu-1a")
+    assert main(["config"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "MESH_ZONE" in x)
+    assert "zone=eu-1a" in line
+    assert "(environment)" in line
