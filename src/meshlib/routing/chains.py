@@ -112,6 +112,7 @@ class _Router(Protocol):
 
     clock: Clock
     rng: random.Random
+    zones: Any
 
     def service(self, target: Target) -> ServiceState | None: ...
 
@@ -252,10 +253,11 @@ class Chains:
 
     def snapshot(self) -> dict[str, Any]:
         """Per chain target in use: its service, subset and endpoints (for ``mesh_state()``)."""
-        return {
-            tid: {
-                **e.chain_target.describe(),
-                "endpoints": [st.address for st in e.state.eps.states],
-            }
-            for tid, e in list(self._cache.items())
-        }
+        zones = self._router.zones
+        out: dict[str, Any] = {}
+        for tid, e in list(self._cache.items()):
+            eps = [st.address for st in e.state.eps.states]
+            out[tid] = {**e.chain_target.describe(), "endpoints": eps}
+            if zones is not None:
+                out[tid]["zones"] = zones.describe(e.state)
+        return out
