@@ -36,7 +36,7 @@ async def zoned() -> AsyncIterator[tuple[FakeConsul, dict[str, Upstream]]]:
 
 
 def _client(consul: FakeConsul, d: meshlib.ConsulDiscovery) -> meshlib.AsyncMeshClient:
-    config = meshlib.MeshConfig(locality=LocalityPolicy(zone="z1"))
+    config = meshlib.MeshConfig(locality=meshlib.LocalityPolicy(zone="z1"))
     return meshlib.AsyncMeshClient(discovery=d, config=config, rng=random.Random(3))
 
 
@@ -184,7 +184,7 @@ async def test_a_chain_targets_zone_split_is_shown(upstreams: list[Upstream]) ->
         "Subsets": {"one": {"Filter": "Service.Meta.v == 1"}},
     }
     d = meshlib.StaticDiscovery({"api": eps}, config_entries=[entry])
-    config = meshlib.MeshConfig(locality=LocalityPolicy(zone="z1"))
+    config = meshlib.MeshConfig(locality=meshlib.LocalityPolicy(zone="z1"))
     async with meshlib.AsyncMeshClient(discovery=d, config=config) as client:
         seen = {(await client.get("http://api/")).headers["x-upstream"] for _ in range(10)}
         zones = client.mesh_state()["traffic"]["targets_in_use"]["one.api.default.default.dc1"]

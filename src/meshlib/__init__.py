@@ -33,6 +33,7 @@ from meshlib.outbound import outbound
 from meshlib.registration import AsyncRegistrar, Registrar, consul_lifespan
 from meshlib.retry.budget import BudgetPolicy, RetryBudget
 from meshlib.retry.policy import RetryPolicy
+from meshlib.routing.locality import LocalityPolicy
 from meshlib.scope.context import DEADLINE_HEADER, CallPolicy
 from meshlib.transport import AsyncMeshTransport, MeshTransport
 
@@ -53,6 +54,7 @@ __all__ = [
     "DiscoveryError",
     "Endpoint",
     "LimitPolicy",
+    "LocalityPolicy",
     "MeshASGIMiddleware",
     "MeshClient",
     "MeshConfig",
