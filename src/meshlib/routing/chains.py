@@ -77,14 +77,14 @@ def _header(headers: Any, key: bytes) -> str | None:
 
 
 def _headers(headers: Any, wanted: frozenset[bytes]) -> dict[str, str]:
-    """The ``wanted`` headers and the override, by lower-cased name (repeated ones joined
-    with ", ", as httpx does); the others are not decoded."""
+    """The ``wanted`` headers by lower-cased name (repeated ones joined with ", ", as httpx
+    does); the others are not decoded."""
     items = getattr(headers, "_list", None)
     if items is None:
         return {k.lower(): v for k, v in headers.items()}
     out: dict[str, str] = {}
     for _, name, raw in items:
-        if name in wanted or name == _OVERRIDE_KEY:
+        if name in wanted:
             key, value = name.decode("latin-1"), raw.decode("latin-1")
             out[key] = f"{out[key]}, {value}" if key in out else value
     return out
@@ -141,6 +141,7 @@ class Chains:
     def __init__(self, router: _Router) -> None:
         self._router = router
         self._cache: dict[str, _Entry] = {}
+        self._headers_for: tuple[Chain, frozenset[bytes]] | None = None
 
     def choose(self, chain: Chain, request: Any) -> Choice:
         """The route, split and target for one request (and the override, if any). Only what
@@ -149,7 +150,7 @@ class Chains:
         pin = request.extensions.get(OVERRIDE)
         if pin is None:
             if chain.uses_headers:  # one pass over the headers serves the routes and the pin
-                headers = _headers(request.headers, chain.header_names)
+                headers = _headers(request.headers, self._wanted(chain))
                 pin = headers.get(OVERRIDE_HEADER)
             else:
                 pin = _header(request.headers, _OVERRIDE_KEY)
@@ -163,6 +164,15 @@ class Chains:
         query = url.params if chain.uses_query and _has_query(url) else _NONE
         u = self._router.rng.random() if chain.splits else 0.0
         return chain.choose(request.method, path, headers, query, u)
+
+    def _wanted(self, chain: Chain) -> frozenset[bytes]:
+        """The headers to decode for ``chain``: its routes' and the override (made once)."""
+        cached = self._headers_for
+        if cached is not None and cached[0] is chain:
+            return cached[1]
+        wanted = chain.header_names | {_OVERRIDE_KEY}
+        self._headers_for = (chain, wanted)
+        return wanted
 
     def _pinned(self, chain: Chain, pin: Any) -> ChainTarget | None:
         try:
