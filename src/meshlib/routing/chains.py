@@ -113,6 +113,7 @@ class _Router(Protocol):
     clock: Clock
     rng: random.Random
     zones: Any
+    discovery: Any
 
     def service(self, target: Target) -> ServiceState | None: ...
 
@@ -164,6 +165,22 @@ class Chains:
         query = url.params if chain.uses_query and _has_query(url) else _NONE
         u = self._router.rng.random() if chain.splits else 0.0
         return chain.choose(request.method, path, headers, query, u)
+
+    def plan(self, chain: Chain, request: Any) -> tuple[ServiceState | None, Choice]:
+        """``choose`` then ``state`` in one step; the common case (a target without failover
+        whose service's endpoints have not changed) is one cache read and one discovery
+        lookup compared by identity."""
+        choice = self.choose(chain, request)
+        t = choice.target
+        entry = self._cache.get(t.id)
+        if (
+            entry is not None
+            and entry.chain_target is t
+            and not t.failover
+            and self._router.discovery.lookup(entry.base_target) is entry.base.resolution
+        ):
+            return entry.state, choice
+        return self.state(choice), choice
 
     def _wanted(self, chain: Chain) -> frozenset[bytes]:
         """The headers to decode for ``chain``: its routes' and the override (made once)."""
