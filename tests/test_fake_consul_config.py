@@ -173,3 +173,25 @@ def test_redirect_and_nested_splits_compile_like_consul() -> None:
         t = parsed.choose("GET", "/", {}, {}, i / 1000).target
         shares[t.service] = shares.get(t.service, 0) + 1
     assert shares == {"api": 900, "api-next": 100}
+
+
+def test_an_entry_read_blocks_until_a_config_write(consul: FakeConsul) -> None:
+    with _http(consul) as h:
+        h.put("/v1/config", json=RESOLVER)
+        first = h.get("/v1/config/service-resolver/api")
+        index = first.headers["X-Consul-Index"]
+        out: dict[str, httpx.Response] = {}
+
+        def wait() -> None:
+            with _http(consul) as h2:
+                out["r"] = h2.get(
+                    "/v1/config/service-resolver/api", params={"index": index, "wait": "5s"}
+                )
+
+        t = threading.Thread(target=wait)
+        t.start()
+        consul.wait_for_blocking_queries(1)
+        h.put("/v1/config", json={**RESOLVER, "ConnectTimeout": "9s"})
+        t.join(timeout=10)
+    assert out["r"].json()["ConnectTimeout"] == "9s"
+    assert int(out["r"].headers["X-Consul-Index"]) > int(index)

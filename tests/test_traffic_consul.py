@@ -382,3 +382,49 @@ def test_resolve_prints_the_routes_split_and_subsets_in_force(
         "v2.api.default.default.dc1 filter 'Service.Meta.version == v2': "
         "1 endpoint(s) 127.0.0.1:8002" in out
     )
+
+
+async def test_a_metadata_change_moves_an_instance_between_subsets(
+    consul: FakeConsul, ups: dict[str, Upstream]
+) -> None:
+    consul.set_config_entry(_split(0, 100))
+    async with _client(consul) as client:
+        assert await _who(client, 5) == Counter({"c": 5})
+        # b becomes a v2 instance: same address and port, new Service.Meta
+        consul.register_service(
+            "api",
+            service_id="api-b",
+            address="127.0.0.1",
+            port=ups["b"].port,
+            meta={"version": "v2"},
+        )
+
+        async def moved() -> bool:
+            return set(await _who(client, 10)) == {"b", "c"}
+
+        await _until(moved)
+
+
+async def test_a_chain_watch_stops_with_its_idle_service(consul: FakeConsul) -> None:
+    from meshlib.clock import ManualClock
+
+    clock = ManualClock()
+    d = meshlib.ConsulDiscovery(
+        meshlib.ConsulSettings(host="127.0.0.1", port=consul.port),
+        meshlib.ConsulOptions(idle_timeout=10.0),
+        clock=clock,
+    )
+    try:
+        await d.resolve(Target("api"))
+        assert await d.resolve_chain(Target("api")) is not None
+        assert set(d.traffic_state()) == {"api"}
+        clock.advance(60.0)  # nobody used api for a minute: both watches stop on their next wake
+        consul.register_service("api", service_id="api-z", address="127.0.0.1", port=9)
+        consul.set_config_entry(_split(50, 50))
+
+        async def stopped() -> bool:
+            return not d.traffic_state() and not d.watch_state()
+
+        await _until(stopped)
+    finally:
+        d.close()

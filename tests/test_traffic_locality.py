@@ -36,7 +36,7 @@ async def zoned() -> AsyncIterator[tuple[FakeConsul, dict[str, Upstream]]]:
 
 
 def _client(consul: FakeConsul, d: meshlib.ConsulDiscovery) -> meshlib.AsyncMeshClient:
-    config = meshlib.MeshConfig(locality=LocalityPolicy(zone="z1"))
+    config = meshlib.MeshConfig(locality=meshlib.LocalityPolicy(zone="z1"))
     return meshlib.AsyncMeshClient(discovery=d, config=config, rng=random.Random(3))
 
 
@@ -158,3 +158,35 @@ async def test_zone_and_subsets_can_come_from_node_meta(upstreams: list[Upstream
             d.close()
     assert local == {"a"}  # z1 by the node's metadata
     assert racked == {"b", "c"}  # the subset filter reads Node.Meta
+
+
+def test_meshlib_config_names_the_zone_variables(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meshlib.cli import main
+
+    monkeypatch.setenv("MESH_ZONE", "eu-1a")
+    assert main(["config"]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if "MESH_ZONE" in x)
+    assert "zone=eu-1a" in line
+    assert "(environment)" in line
+
+
+async def test_a_chain_targets_zone_split_is_shown(upstreams: list[Upstream]) -> None:
+    eps = [
+        {"address": f"127.0.0.1:{u.port}", "meta": {"zone": z, "v": "1"}}
+        for u, z in zip(upstreams, ("z1", "z2", "z2"), strict=True)
+    ]
+    entry = {
+        "Kind": "service-resolver",
+        "Name": "api",
+        "DefaultSubset": "one",
+        "Subsets": {"one": {"Filter": "Service.Meta.v == 1"}},
+    }
+    d = meshlib.StaticDiscovery({"api": eps}, config_entries=[entry])
+    config = meshlib.MeshConfig(locality=meshlib.LocalityPolicy(zone="z1"))
+    async with meshlib.AsyncMeshClient(discovery=d, config=config) as client:
+        seen = {(await client.get("http://api/")).headers["x-upstream"] for _ in range(10)}
+        zones = client.mesh_state()["traffic"]["targets_in_use"]["one.api.default.default.dc1"]
+    assert seen == {"a"}
+    assert zones["zones"]["picks_local"] == 10

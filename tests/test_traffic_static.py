@@ -92,6 +92,9 @@ def test_bad_entries_in_the_file_fail_at_start_naming_the_entry(
     bad = {**SPLIT, "Splits": [{"Weight": 80}]}
     with pytest.raises(ConfigError, match=r"config_entries\[1\]: the sum of all split weights"):
         meshlib.StaticDiscovery(file=_file(tmp_path, upstreams, [RESOLVER, bad]))
+    missing = {**SPLIT, "Splits": [{"Weight": 100, "ServiceSubset": "gold"}]}
+    with pytest.raises(ConfigError, match='does not have a subset named "gold"'):
+        meshlib.StaticDiscovery(file=_file(tmp_path, upstreams, [RESOLVER, missing]))
     node_filter = {**RESOLVER, "Subsets": {"stable": {"Filter": "Node.Node == n1"}}}
     with pytest.raises(ConfigError, match="Bad Subset"):
         meshlib.StaticDiscovery(file=_file(tmp_path, upstreams, [node_filter]))

@@ -35,6 +35,7 @@ from meshlib.outbound import outbound
 from meshlib.retry.budget import BudgetPolicy, RetryBudget
 from meshlib.retry.hedge import HedgeBudgetPolicy, HedgePolicy
 from meshlib.retry.policy import RetryPolicy
+from meshlib.routing.locality import LocalityPolicy
 from meshlib.scope.context import DEADLINE_HEADER, CallPolicy
 from meshlib.transport import AsyncMeshTransport, MeshTransport
 
@@ -60,6 +61,7 @@ __all__ = [
     "HedgeBudgetPolicy",
     "HedgePolicy",
     "LimitPolicy",
+    "LocalityPolicy",
     "MeshASGIMiddleware",
     "MeshClient",
     "MeshConfig",

@@ -44,6 +44,7 @@ _VARIABLES = {
     "consul": "CONSUL_*",
     "consul_options": "MESH_CONSUL_*, MESH_DISCOVERY_*",
     "registration": "MESH_SERVICE_*",
+    "locality": "MESH_ZONE, MESH_ZONE_*",
 }
 # Fields kept out of MeshConfig's repr hold secrets (MESH_ADMIN_TOKEN): shown only as set or not.
 _SECRET_FIELDS = frozenset(f.name for f in dataclasses.fields(MeshConfig) if not f.repr)

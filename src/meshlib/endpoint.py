@@ -115,12 +115,10 @@ class Endpoint:
     weight: float = 1.0
     tags: tuple[str, ...] = ()
     meta: Mapping[str, str] = field(default_factory=dict, hash=False)
-    """The service instance's metadata (Consul's ``Service.Meta``). Compared (a meta-only
-    change is a changed endpoint, which subset routing depends on) but not hashed (a dict is
-    not hashable; equal endpoints still hash alike)."""
+    """The service instance's metadata (Consul's ``Service.Meta``). It takes part in equality
+    (not in the hash), so a metadata change is an update: subsets and zones read it."""
     node_meta: Mapping[str, str] = field(default_factory=lambda: EMPTY_META, hash=False)
-    """The node's metadata (Consul's ``Node.Meta``), for subset filters and zones; compared
-    like ``meta``."""
+    """The node's metadata (Consul's ``Node.Meta``), for subset filters and zones."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "host", validate_host(self.host))

@@ -5,7 +5,8 @@ rules: ``index``/``wait`` blocking queries on the watch loop's thread, the index
 goes backwards, wake-ups rate-limited, errors backed off with jitter, and **the last good chain
 kept** through an outage or a malformed answer (so a Consul restart never drops a canary
 split). A change is applied as soon as the blocking query returns (well within 100 ms). Chain
-watches share the ``max_watches`` blocking slots with health watches; past it they poll.
+watches share the ``max_watches`` blocking slots with health watches; past it they poll. A
+chain watch stops when its service's health watch stops (idle), and starts again on next use.
 
 ``meshlib.traffic.chain.parse_chain`` reads the answer; what meshlib cannot honour in it is
 logged once per distinct problem, counted, and shown in ``mesh_state()`` (``traffic``), and
@@ -65,11 +66,20 @@ class ChainWatch:
 class ChainWatches:
     """The chain half of ``ConsulDiscovery``; it runs on the discovery's watch loop."""
 
-    def __init__(self, options: ConsulOptions, slots: WatchSlots, address: str, rng: Any) -> None:
+    def __init__(
+        self,
+        options: ConsulOptions,
+        slots: WatchSlots,
+        address: str,
+        rng: Any,
+        in_use: Callable[[str], bool] = lambda service: True,
+    ) -> None:
         self.options = options
         self.slots = slots
         self.address = address
         self.rng = rng
+        self.in_use = in_use
+        """False once the service's health watch has stopped (idle): its chain watch stops."""
         self.watches: dict[str, ChainWatch] = {}
         self.closed = False
 
@@ -133,6 +143,12 @@ class ChainWatches:
             new_index = int(index) if str(index).isdigit() else 0
             w.index = (max(1, new_index) if new_index >= w.index else 0) if blocking else 0
             self._good(w, chain)
+            if not self.in_use(w.service):
+                # The service went idle (its health watch stopped): so does its chain watch;
+                # the next use starts both again.
+                if self.watches.get(w.service) is w:
+                    del self.watches[w.service]
+                return
             interval = opts.min_interval if blocking else opts.poll_interval
             pause = interval - (loop.time() - started)
             if pause > 0:

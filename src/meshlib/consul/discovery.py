@@ -68,24 +68,28 @@ class ConsulDiscovery(ChainLookups, Discovery):
         self._runner = WatchLoop()
         self._consul: Any = None
         self._closed = False
-        self._slots = WatchSlots(self.options.max_watches)
-        self._chains = ChainWatches(self.options, self._slots, settings.address, self._rng)
+        self._chains = self._fresh_watches()
         self._inherited: dict[Target, Resolution] = {}
         track(self)
 
     def forget_inherited(self) -> None:
-        """After a fork, in the child: the watch thread did not come along. Drop the loop, the
-        client and the watches (their endpoints seed the fresh watches started on next use)."""
+        """In a forked child: drop the loop, client and watches; their endpoints seed new ones."""
         self._lock = threading.Lock()  # a parent thread may have held it at the fork
         if self._closed:
             return  # nothing runs; lookups answer from the closed watches as in the parent
         old_loop, old_thread = self._runner.take()
         keep(old_loop, old_thread, self._consul, *self._watches.values(), self._chains)
         self._consul = None
-        self._slots = WatchSlots(self.options.max_watches)
-        self._chains = ChainWatches(self.options, self._slots, self.settings.address, self._rng)
+        self._chains = self._fresh_watches()
         self._inherited = {t: w.resolution for t, w in self._watches.items() if w.resolution}
         self._watches = {}
+
+    def _fresh_watches(self) -> ChainWatches:
+        """New watch slots and the chain watches that share them (at start, and after fork)."""
+        self._slots = WatchSlots(self.options.max_watches)
+        chains = ChainWatches(self.options, self._slots, self.settings.address, self._rng)
+        chains.in_use = lambda service: Target(service) in self._watches
+        return chains
 
     # -- the request path --------------------------------------------------------------------
 
@@ -192,20 +196,6 @@ class ConsulDiscovery(ChainLookups, Discovery):
         self._client()
         w.task = asyncio.get_running_loop().create_task(self._watch(w))
 
-    def _claim_slot(self, w: _Watch) -> bool:
-        """True if ``w`` may park blocking queries (at most ``max_watches`` at once)."""
-        if self._slots.claim(w):
-            log.warning(
-                "more than MESH_CONSUL_MAX_WATCHES=%d services are watched: %s and any further "
-                "ones are polled every %gs with non-blocking queries (Consul limits connections "
-                "per client address, 200 by default)",
-                self.options.max_watches,
-                w.target,
-                self.options.poll_interval,
-                extra={"service": str(w.target)},
-            )
-        return w.blocking
-
     async def _watch(self, w: _Watch) -> None:
         try:
             await self._watch_loop(w)
@@ -224,7 +214,7 @@ class ConsulDiscovery(ChainLookups, Discovery):
         target = w.target
         while not self._closed:
             started = loop.time()
-            blocking = self._claim_slot(w)
+            blocking = self._slots.claim_or_poll(w, self.options.poll_interval)
             deadline = self.options.deadline(blocking and bool(w.index))
             try:
                 params: dict[str, Any] = {

@@ -166,6 +166,21 @@ class WatchSlots:
                 self._warned = True
         return warn
 
+    def claim_or_poll(self, w: Watch, poll_interval: float) -> bool:
+        """True if ``w`` may park blocking queries this round; the first watch refused a slot
+        says, once, that it and any further ones are polled."""
+        if self.claim(w):
+            log.warning(
+                "more than MESH_CONSUL_MAX_WATCHES=%d services are watched: %s and any further "
+                "ones are polled every %gs with non-blocking queries (Consul limits connections "
+                "per client address, 200 by default)",
+                self.limit,
+                w.target,
+                poll_interval,
+                extra={"service": str(w.target)},
+            )
+        return w.blocking
+
     def release(self, w: Watch) -> None:
         with self._lock:
             if w.blocking:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,18 @@ def parse_entries(data: object, where: str) -> Entries:
         except EntryError as exc:
             raise ValueError(f"{where}: {ENTRIES_KEY}[{i}]: {exc}") from None
         out[entry_key(entry)] = entry
+    for _, name in out:
+        # Entries that reference each other wrongly (a split to a subset the resolver lacks)
+        # fail here, at load, not on a request.
+        try:
+            parse_chain(compile_chain(name, datacenter="dc1", lookup=_lookup(out)))
+        except (CompileError, ValueError) as exc:
+            raise ValueError(f"{where}: {ENTRIES_KEY} for {name!r}: {exc}") from None
     return out
+
+
+def _lookup(entries: Entries) -> Callable[[str, str], Mapping[str, Any] | None]:
+    return lambda kind, name: entries.get((kind, name))
 
 
 def _check(text: str) -> None:

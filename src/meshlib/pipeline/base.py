@@ -205,8 +205,7 @@ class PipelineBase:
         chain = router.chain(target)
         if chain is None:
             return router.service(target), None
-        choice = router.chains.choose(chain, request)
-        return router.chains.state(choice), choice
+        return router.chains.plan(chain, request)
 
     def call(
         self, request: httpx.Request, service: ServiceState, choice: Choice | None = None

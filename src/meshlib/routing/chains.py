@@ -77,14 +77,14 @@ def _header(headers: Any, key: bytes) -> str | None:
 
 
 def _headers(headers: Any, wanted: frozenset[bytes]) -> dict[str, str]:
-    """The ``wanted`` headers and the override, by lower-cased name (repeated ones joined
-    with ", ", as httpx does); the others are not decoded."""
+    """The ``wanted`` headers by lower-cased name (repeated ones joined with ", ", as httpx
+    does); the others are not decoded."""
     items = getattr(headers, "_list", None)
     if items is None:
         return {k.lower(): v for k, v in headers.items()}
     out: dict[str, str] = {}
     for _, name, raw in items:
-        if name in wanted or name == _OVERRIDE_KEY:
+        if name in wanted:
             key, value = name.decode("latin-1"), raw.decode("latin-1")
             out[key] = f"{out[key]}, {value}" if key in out else value
     return out
@@ -112,6 +112,8 @@ class _Router(Protocol):
 
     clock: Clock
     rng: random.Random
+    zones: Any
+    discovery: Any
 
     def service(self, target: Target) -> ServiceState | None: ...
 
@@ -140,6 +142,7 @@ class Chains:
     def __init__(self, router: _Router) -> None:
         self._router = router
         self._cache: dict[str, _Entry] = {}
+        self._headers_for: tuple[Chain, frozenset[bytes]] | None = None
 
     def choose(self, chain: Chain, request: Any) -> Choice:
         """The route, split and target for one request (and the override, if any). Only what
@@ -148,7 +151,7 @@ class Chains:
         pin = request.extensions.get(OVERRIDE)
         if pin is None:
             if chain.uses_headers:  # one pass over the headers serves the routes and the pin
-                headers = _headers(request.headers, chain.header_names)
+                headers = _headers(request.headers, self._wanted(chain))
                 pin = headers.get(OVERRIDE_HEADER)
             else:
                 pin = _header(request.headers, _OVERRIDE_KEY)
@@ -162,6 +165,31 @@ class Chains:
         query = url.params if chain.uses_query and _has_query(url) else _NONE
         u = self._router.rng.random() if chain.splits else 0.0
         return chain.choose(request.method, path, headers, query, u)
+
+    def plan(self, chain: Chain, request: Any) -> tuple[ServiceState | None, Choice]:
+        """``choose`` then ``state`` in one step; the common case (a target without failover
+        whose service's endpoints have not changed) is one cache read and one discovery
+        lookup compared by identity."""
+        choice = self.choose(chain, request)
+        t = choice.target
+        entry = self._cache.get(t.id)
+        if (
+            entry is not None
+            and entry.chain_target is t
+            and not t.failover
+            and self._router.discovery.lookup(entry.base_target) is entry.base.resolution
+        ):
+            return entry.state, choice
+        return self.state(choice), choice
+
+    def _wanted(self, chain: Chain) -> frozenset[bytes]:
+        """The headers to decode for ``chain``: its routes' and the override (made once)."""
+        cached = self._headers_for
+        if cached is not None and cached[0] is chain:
+            return cached[1]
+        wanted = chain.header_names | {_OVERRIDE_KEY}
+        self._headers_for = (chain, wanted)
+        return wanted
 
     def _pinned(self, chain: Chain, pin: Any) -> ChainTarget | None:
         try:
@@ -252,10 +280,11 @@ class Chains:
 
     def snapshot(self) -> dict[str, Any]:
         """Per chain target in use: its service, subset and endpoints (for ``mesh_state()``)."""
-        return {
-            tid: {
-                **e.chain_target.describe(),
-                "endpoints": [st.address for st in e.state.eps.states],
-            }
-            for tid, e in list(self._cache.items())
-        }
+        zones = self._router.zones
+        out: dict[str, Any] = {}
+        for tid, e in list(self._cache.items()):
+            eps = [st.address for st in e.state.eps.states]
+            out[tid] = {**e.chain_target.describe(), "endpoints": eps}
+            if zones is not None:
+                out[tid]["zones"] = zones.describe(e.state)
+        return out
