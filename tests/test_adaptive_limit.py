@@ -10,6 +10,7 @@ import time
 
 import httpx
 import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import meshlib
 from meshlib.clock import ManualClock
@@ -213,3 +214,20 @@ async def test_the_limit_and_hedges_show_in_the_admin_metrics_and_page() -> None
     assert float(lines['meshlib_hedges_total{service="users"}']) == 3
     assert "concurrency limit" in page
     assert "hedges sent / won" in page
+
+
+async def test_the_limit_is_an_opentelemetry_gauge(metric_reader: InMemoryMetricReader) -> None:
+    async with Upstream(UpstreamBehaviour(name="a")) as up:
+        async with _client(up.port, AdaptivePolicy(initial=11)) as client:
+            await client.get("http://users/")
+            limit = client.mesh_state()["services"]["users"]["limits"]["adaptive"]["limit"]
+            data = metric_reader.get_metrics_data()
+    points = [
+        p
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "mesh.client.concurrency_limit"
+        for p in m.data.data_points
+    ]
+    assert [(dict(p.attributes), p.value) for p in points] == [({"mesh.service": "users"}, limit)]

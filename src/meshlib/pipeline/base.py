@@ -120,7 +120,7 @@ class PipelineBase:
         self._mock_inner: Any = None
         self._inner_httpx = self.is_httpx(inner)
         self._tracing = Tracing()
-        self._metrics = MeshMetrics(self._gauges)
+        self._metrics = MeshMetrics(self._gauges, self._limits)
         self.observer = Observer(self._tracing, self._metrics)
         self._propagate_hosts = frozenset(h.lower() for h in settings.propagate_hosts)
         self.router.on_breaker = self._on_breaker
@@ -192,6 +192,14 @@ class PipelineBase:
             stale = max(0.0, now - res.updated_at) if res.stale else 0.0
             out.append((svc.target.service, len(svc.eps) - ejected, ejected, stale))
         return out
+
+    def _limits(self) -> list[tuple[str, int]]:
+        """(service, adaptive limit) for the observable gauge."""
+        return [
+            (target.service, lim.adaptive.limit)
+            for target, lim in list(self.admission.limits.items())
+            if lim is not None and lim.adaptive is not None
+        ]
 
     def _on_breaker(self, target: Target, health: EndpointHealth, old: str, new: str) -> None:
         if self._metrics.enabled():
