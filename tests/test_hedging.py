@@ -373,3 +373,33 @@ async def test_no_backup_for_an_answer_that_has_already_arrived(turns: int, hedg
         sent = client.mesh_state()["services"]["users"]["hedge"]["sent"]
     assert sent == (5 if hedged else 0)
     assert inner.sent == 5 + sent
+
+
+async def test_a_caller_cancelled_before_the_backup_leaves_nothing_running() -> None:
+    async with Upstream(UpstreamBehaviour(name="a", hang=True)) as a:
+        async with Upstream(UpstreamBehaviour(name="b", hang=True)) as b:
+            # The real clock and a long delay: the caller is cancelled while the race waits
+            # for its timer, before any backup.
+            client = meshlib.AsyncMeshClient(
+                discovery=meshlib.StaticDiscovery(
+                    {"users": [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]}
+                ),
+                config=meshlib.MeshConfig(
+                    hedges={"users": HedgePolicy(delay=30.0)}, hedge_budget=ALL
+                ),
+            )
+            async with client:
+                task = asyncio.ensure_future(client.get("http://users/"))
+                for _ in range(200):  # bounded: until the first attempt has arrived
+                    if a.stats().total + b.stats().total == 1:
+                        break
+                    await asyncio.sleep(0.005)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                assert a.stats().total + b.stats().total == 1  # no backup was sent
+                # Every task the race started is gone with it, the hedge timer included.
+                others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                assert not [t for t in others if "_send" in repr(t.get_coro())]
+                assert not [t for t in others if "sleep" in repr(t.get_coro())]
+                assert all(p.open == 0 for p in client.mesh._inner._pools.values())

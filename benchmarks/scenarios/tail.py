@@ -65,8 +65,9 @@ def _notes(res: ScenarioResult, name: str, results: list[Result]) -> None:
     for i, r in enumerate(results, 1):
         res.notes.append(
             f"{name}, round {i}: calls {r['sent']}, statuses {r['statuses']}, errors "
-            f"{r['errors']}, dropped {r['dropped']}, upstream {r['upstream']}, hedges "
-            f"{r['hedges_sent']} (delay quantile {r['hedge_quantile_ms']} ms), limit {r['limit']}"
+            f"{r['errors']}, dropped {r['dropped']}, upstream {r['upstream']}, hedges sent "
+            f"{r['hedges_sent']} and refused {r['hedges_refused']} (warm-up included; delay "
+            f"quantile {r['hedge_quantile_ms']} ms), limit {r['limit']}"
         )
 
 

@@ -71,12 +71,12 @@ class Race:
         timer = asyncio.ensure_future(self._clock.sleep(self._delay))
         try:
             await asyncio.wait((original, timer), return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
+            if not original.done():
+                await _settle_ready(original)
+        except BaseException:  # the caller was cancelled: so is its attempt
             timer.cancel()
             await self.abandon()
             raise
-        if not original.done():
-            await _settle_ready(original)
         if original.done():
             timer.cancel()
             self._tasks.clear()
