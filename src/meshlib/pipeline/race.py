@@ -109,9 +109,11 @@ class Race:
         try:
             second, request = ex.begin_hedge()
         except Exception:  # the deadline passed as the timer fired: no backup
+            Hedging.refund(self._state, call.budget)
             return None
         if second.state is first.state:  # panic mode picked the same endpoint after all
-            second.cancel()
+            ex.loses(second)
+            Hedging.refund(self._state, call.budget)
             return None
         if ex.obs is not None:
             ex.obs.hedge_sent(second, self._delay)
