@@ -5,6 +5,7 @@ against upstreams on loopback."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import random
 import time
 
@@ -165,6 +166,32 @@ async def test_the_limit_follows_the_upstream_latency_end_to_end() -> None:
                 if limit() > slow + 4:
                     break
             assert limit() > slow
+
+
+def test_the_sync_client_refuses_above_the_limit_from_threads() -> None:
+    with UpstreamThread(UpstreamBehaviour(name="slow", latency=0.3)) as up:
+        config = meshlib.MeshConfig(
+            limits={"users": meshlib.LimitPolicy(adaptive=AdaptivePolicy(initial=2))}
+        )
+        with meshlib.MeshClient(
+            discovery=meshlib.StaticDiscovery({"users": [f"127.0.0.1:{up.port}"]}), config=config
+        ) as client:
+            started = time.monotonic()
+
+            def call() -> tuple[str, float]:
+                try:
+                    client.get("http://users/")
+                    outcome = "ok"
+                except meshlib.RateLimited:
+                    outcome = "refused"
+                return outcome, time.monotonic() - started
+
+            with concurrent.futures.ThreadPoolExecutor(5) as pool:
+                results = list(pool.map(lambda _: call(), range(5)))
+    refused = [t for outcome, t in results if outcome == "refused"]
+    assert len(refused) == 3
+    assert max(refused) < 0.15  # at once, not after the 300 ms calls ahead of them
+    assert up.stats().total == 2
 
 
 def test_the_sync_client_applies_the_limit_too() -> None:
