@@ -122,6 +122,7 @@ async def _run(spec: Spec) -> Spec:
         "refused": refused,
         "upstream": {k: after[k] - before.get(k, 0) for k in after},
         "hedges_sent": hedge.get("sent", 0),
+        "hedges_refused": hedge.get("budget_refused", 0),
         "hedge_quantile_ms": hedge.get("quantile_ms"),
         "limit": adaptive.get("limit"),
     }

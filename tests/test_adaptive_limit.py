@@ -5,11 +5,13 @@ against upstreams on loopback."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import random
 import time
 
 import httpx
 import pytest
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
 import meshlib
 from meshlib.clock import ManualClock
@@ -166,6 +168,32 @@ async def test_the_limit_follows_the_upstream_latency_end_to_end() -> None:
             assert limit() > slow
 
 
+def test_the_sync_client_refuses_above_the_limit_from_threads() -> None:
+    with UpstreamThread(UpstreamBehaviour(name="slow", latency=0.3)) as up:
+        config = meshlib.MeshConfig(
+            limits={"users": meshlib.LimitPolicy(adaptive=AdaptivePolicy(initial=2))}
+        )
+        with meshlib.MeshClient(
+            discovery=meshlib.StaticDiscovery({"users": [f"127.0.0.1:{up.port}"]}), config=config
+        ) as client:
+            started = time.monotonic()
+
+            def call() -> tuple[str, float]:
+                try:
+                    client.get("http://users/")
+                    outcome = "ok"
+                except meshlib.RateLimited:
+                    outcome = "refused"
+                return outcome, time.monotonic() - started
+
+            with concurrent.futures.ThreadPoolExecutor(5) as pool:
+                results = list(pool.map(lambda _: call(), range(5)))
+    refused = [t for outcome, t in results if outcome == "refused"]
+    assert len(refused) == 3
+    assert max(refused) < 0.15  # at once, not after the 300 ms calls ahead of them
+    assert up.stats().total == 2
+
+
 def test_the_sync_client_applies_the_limit_too() -> None:
     with UpstreamThread(UpstreamBehaviour(name="a")) as up:
         config = meshlib.MeshConfig(
@@ -213,3 +241,20 @@ async def test_the_limit_and_hedges_show_in_the_admin_metrics_and_page() -> None
     assert float(lines['meshlib_hedges_total{service="users"}']) == 3
     assert "concurrency limit" in page
     assert "hedges sent / won" in page
+
+
+async def test_the_limit_is_an_opentelemetry_gauge(metric_reader: InMemoryMetricReader) -> None:
+    async with Upstream(UpstreamBehaviour(name="a")) as up:
+        async with _client(up.port, AdaptivePolicy(initial=11)) as client:
+            await client.get("http://users/")
+            limit = client.mesh_state()["services"]["users"]["limits"]["adaptive"]["limit"]
+            data = metric_reader.get_metrics_data()
+    points = [
+        p
+        for rm in data.resource_metrics
+        for sm in rm.scope_metrics
+        for m in sm.metrics
+        if m.name == "mesh.client.concurrency_limit"
+        for p in m.data.data_points
+    ]
+    assert [(dict(p.attributes), p.value) for p in points] == [({"mesh.service": "users"}, limit)]

@@ -30,6 +30,9 @@ from meshlib.upstream import Upstream, UpstreamBehaviour, UpstreamThread
 
 ALL = HedgeBudgetPolicy(percent=1.0)
 """A hedge budget that never refuses (each call may add one backup)."""
+SLOW = 0.03
+"""An upstream latency that is many turns of the loop even on a loaded machine, so the race
+never mistakes it for an answer already on its way."""
 
 
 def _client(
@@ -60,7 +63,7 @@ async def _wait_closed(up: Upstream) -> None:
 async def test_a_hedge_wins_against_a_stalled_replica_and_the_loser_is_cancelled() -> None:
     async with (
         Upstream(UpstreamBehaviour(name="stalled", hang=True)) as stalled,
-        Upstream(UpstreamBehaviour(name="fast", body=b"fast", latency=0.005)) as fast,
+        Upstream(UpstreamBehaviour(name="fast", body=b"fast", latency=SLOW)) as fast,
     ):
         async with _client([stalled.port, fast.port]) as client:
             # The caller does not wait for the loser: a stalled attempt left running would hold
@@ -99,8 +102,8 @@ async def test_a_hedge_wins_against_a_stalled_replica_and_the_loser_is_cancelled
 
 async def test_non_idempotent_calls_are_never_hedged() -> None:
     async with (
-        Upstream(UpstreamBehaviour(name="a", latency=0.01)) as a,
-        Upstream(UpstreamBehaviour(name="b", latency=0.01)) as b,
+        Upstream(UpstreamBehaviour(name="a", latency=SLOW)) as a,
+        Upstream(UpstreamBehaviour(name="b", latency=SLOW)) as b,
     ):
         async with _client([a.port, b.port]) as client:
             for _ in range(5):
@@ -118,8 +121,8 @@ async def test_non_idempotent_calls_are_never_hedged() -> None:
 
 async def test_hedges_stop_when_the_budget_is_spent() -> None:
     async with (
-        Upstream(UpstreamBehaviour(name="a", latency=0.005)) as a,
-        Upstream(UpstreamBehaviour(name="b", latency=0.005)) as b,
+        Upstream(UpstreamBehaviour(name="a", latency=SLOW)) as a,
+        Upstream(UpstreamBehaviour(name="b", latency=SLOW)) as b,
     ):
         budget = HedgeBudgetPolicy(percent=0.05)
         async with _client([a.port, b.port], budget=budget) as client:
@@ -134,8 +137,8 @@ async def test_hedges_stop_when_the_budget_is_spent() -> None:
 
 async def test_a_hedge_also_draws_from_the_retry_budget() -> None:
     async with (
-        Upstream(UpstreamBehaviour(name="a", latency=0.005)) as a,
-        Upstream(UpstreamBehaviour(name="b", latency=0.005)) as b,
+        Upstream(UpstreamBehaviour(name="a", latency=SLOW)) as a,
+        Upstream(UpstreamBehaviour(name="b", latency=SLOW)) as b,
     ):
         config = meshlib.MeshConfig(
             hedges={"users": HedgePolicy(delay=0.05)},
@@ -160,8 +163,8 @@ async def test_a_hedge_also_draws_from_the_retry_budget() -> None:
 
 async def test_per_call_hedge_overrides_the_configuration() -> None:
     async with (
-        Upstream(UpstreamBehaviour(name="a", latency=0.01)) as a,
-        Upstream(UpstreamBehaviour(name="b", latency=0.01)) as b,
+        Upstream(UpstreamBehaviour(name="a", latency=SLOW)) as a,
+        Upstream(UpstreamBehaviour(name="b", latency=SLOW)) as b,
     ):
         async with _client([a.port, b.port], hedges={}) as client:
             await client.get("http://users/")
@@ -182,7 +185,7 @@ async def test_hedges_are_marked_in_spans_and_counted_in_metrics(
 ) -> None:
     async with (
         Upstream(UpstreamBehaviour(name="stalled", hang=True)) as stalled,
-        Upstream(UpstreamBehaviour(name="fast", latency=0.005)) as fast,
+        Upstream(UpstreamBehaviour(name="fast", latency=SLOW)) as fast,
     ):
         async with _client([stalled.port, fast.port]) as client:
             r = await client.get("http://users/")
@@ -216,9 +219,9 @@ async def test_hedges_are_marked_in_spans_and_counted_in_metrics(
 async def test_a_failed_attempt_waits_for_the_other_instead_of_winning() -> None:
     async with (
         Upstream(
-            UpstreamBehaviour(name="broken", latency=0.01, fail_fraction=1.0, fail_status=503)
+            UpstreamBehaviour(name="broken", latency=SLOW, fail_fraction=1.0, fail_status=503)
         ) as broken,
-        Upstream(UpstreamBehaviour(name="slow", latency=0.03, body=b"slow")) as slow,
+        Upstream(UpstreamBehaviour(name="slow", latency=2 * SLOW, body=b"slow")) as slow,
     ):
         async with _client([broken.port, slow.port]) as client:
             for _ in range(4):
@@ -247,8 +250,8 @@ async def test_a_cancelled_caller_cancels_both_attempts() -> None:
 
 
 def test_the_sync_client_never_hedges(caplog: pytest.LogCaptureFixture) -> None:
-    a = UpstreamThread(UpstreamBehaviour(name="a", latency=0.01))
-    b = UpstreamThread(UpstreamBehaviour(name="b", latency=0.01))
+    a = UpstreamThread(UpstreamBehaviour(name="a", latency=SLOW))
+    b = UpstreamThread(UpstreamBehaviour(name="b", latency=SLOW))
     a.start()
     b.start()
     try:
@@ -373,3 +376,46 @@ async def test_no_backup_for_an_answer_that_has_already_arrived(turns: int, hedg
         sent = client.mesh_state()["services"]["users"]["hedge"]["sent"]
     assert sent == (5 if hedged else 0)
     assert inner.sent == 5 + sent
+
+
+async def test_a_caller_cancelled_before_the_backup_leaves_nothing_running() -> None:
+    async with Upstream(UpstreamBehaviour(name="a", hang=True)) as a:
+        async with Upstream(UpstreamBehaviour(name="b", hang=True)) as b:
+            # The real clock and a long delay: the caller is cancelled while the race waits
+            # for its timer, before any backup.
+            client = meshlib.AsyncMeshClient(
+                discovery=meshlib.StaticDiscovery(
+                    {"users": [f"127.0.0.1:{a.port}", f"127.0.0.1:{b.port}"]}
+                ),
+                config=meshlib.MeshConfig(
+                    hedges={"users": HedgePolicy(delay=30.0)}, hedge_budget=ALL
+                ),
+            )
+            async with client:
+                task = asyncio.ensure_future(client.get("http://users/"))
+                for _ in range(200):  # bounded: until the first attempt has arrived
+                    if a.stats().total + b.stats().total == 1:
+                        break
+                    await asyncio.sleep(0.005)
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                assert a.stats().total + b.stats().total == 1  # no backup was sent
+                # Every task the race started is gone with it, the hedge timer included.
+                others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                assert not [t for t in others if "_send" in repr(t.get_coro())]
+                assert not [t for t in others if "sleep" in repr(t.get_coro())]
+                assert all(p.open == 0 for p in client.mesh._inner._pools.values())
+
+
+def test_a_backup_paid_for_but_not_sent_is_refunded_to_both_budgets() -> None:
+    clock = ManualClock()
+    retry = RetryBudget(meshlib.BudgetPolicy(min_per_sec=0, percent=1.0), clock=clock)
+    state = HedgeState(0.95, RetryBudget(meshlib.BudgetPolicy(min_per_sec=0), clock=clock))
+    for _ in range(10):
+        retry.deposit()
+        state.budget.deposit()
+    assert Hedging.spend(state, retry)
+    assert (state.sent, retry.balance(), state.budget.balance()) == (1, 9.0, 1.0)
+    Hedging.refund(state, retry)
+    assert (state.sent, retry.balance(), state.budget.balance()) == (0, 10.0, 2.0)

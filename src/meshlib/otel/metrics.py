@@ -20,6 +20,8 @@ Instruments (documented in docs/observability.md):
 * ``mesh.client.breaker.transitions`` (counter): by ``mesh.breaker.state``;
 * ``mesh.client.endpoints`` (observable gauge): endpoints by ``mesh.endpoint.state``
   (healthy/ejected) per service;
+* ``mesh.client.concurrency_limit`` (observable gauge): the adaptive concurrency limit per
+  service, where one is configured (several clients of one service: the smallest);
 * ``mesh.discovery.staleness`` (s, observable gauge): age of the last good answer, per service;
 * ``mesh.discovery.updates`` (counter): endpoint-set changes applied, per service.
 
@@ -51,6 +53,8 @@ DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 
 
 Gauges = Callable[[], Iterable[tuple[str, int, int, float]]]
 """(service, healthy, ejected, staleness seconds) per service of one client."""
+Limits = Callable[[], Iterable[tuple[str, int]]]
+"""(service, adaptive concurrency limit) per service of one client that has one."""
 
 _LIVE: weakref.WeakSet[MeshMetrics] = weakref.WeakSet()
 # Clients are created and closed on any thread while a periodic reader runs the callbacks on its
@@ -108,17 +112,32 @@ def _endpoints(options: CallbackOptions) -> Iterable[Observation]:
         yield Observation(ejected, {"mesh.service": service, "mesh.endpoint.state": "ejected"})
 
 
+def _concurrency_limits(options: CallbackOptions) -> Iterable[Observation]:
+    merged: dict[str, int] = {}
+    for m in _live():
+        for service, limit in m.limits():
+            merged[service] = min(limit, merged.get(service, limit))
+    for service, limit in merged.items():
+        yield Observation(limit, {"mesh.service": service})
+
+
+def _no_limits() -> Iterable[tuple[str, int]]:
+    return ()
+
+
 def _staleness(options: CallbackOptions) -> Iterable[Observation]:
     for service, (_, _, stale) in _services().items():
         yield Observation(stale, {"mesh.service": service})
 
 
 class MeshMetrics:
-    """The instruments of one pipeline; ``gauges`` supplies its per-service gauge values."""
+    """The instruments of one pipeline; ``gauges`` supplies its per-service gauge values and
+    ``limits`` its adaptive concurrency limits."""
 
-    def __init__(self, gauges: Gauges) -> None:
+    def __init__(self, gauges: Gauges, limits: Limits = _no_limits) -> None:
         meter = metrics.get_meter("meshlib")
         self.gauges = gauges
+        self.limits = limits
         self.in_flight: dict[tuple[str, str, int], int] = {}
         """Attempts in flight by (method, service, port), read by the observable counter."""
         self._flight_lock = threading.Lock()
@@ -171,6 +190,12 @@ class MeshMetrics:
             callbacks=[_endpoints],
             unit="{endpoint}",
             description="Endpoints per service, by state (healthy or ejected).",
+        )
+        meter.create_observable_gauge(
+            "mesh.client.concurrency_limit",
+            callbacks=[_concurrency_limits],
+            unit="{request}",
+            description="The adaptive concurrency limit of each service that has one.",
         )
         meter.create_observable_gauge(
             "mesh.discovery.staleness",

@@ -258,7 +258,7 @@ class PipelineBase:
         with self._telemetry_lock:
             if self._observer is None:
                 self._tracing = Tracing()
-                self._metrics = MeshMetrics(self._gauges)
+                self._metrics = MeshMetrics(self._gauges, self._limits)
                 self._observer = Observer(self._tracing, self._metrics)
             return self._observer
 
@@ -312,6 +312,14 @@ class PipelineBase:
             stale = max(0.0, now - res.updated_at) if res.stale else 0.0
             out.append((svc.target.service, len(svc.eps) - ejected, ejected, stale))
         return out
+
+    def _limits(self) -> list[tuple[str, int]]:
+        """(service, adaptive limit) for the observable gauge."""
+        return [
+            (target.service, lim.adaptive.limit)
+            for target, lim in list(self.admission.limits.items())
+            if lim is not None and lim.adaptive is not None
+        ]
 
     def _on_breaker(self, target: Target, health: EndpointHealth, old: str, new: str) -> None:
         m = self._metrics

@@ -124,3 +124,10 @@ class Hedging:
             return False
         state.sent += 1
         return True
+
+    @staticmethod
+    def refund(state: HedgeState, retry_budget: RetryBudget) -> None:
+        """A backup that was paid for could not be sent after all: give both budgets back."""
+        state.budget.refund()
+        retry_budget.refund()
+        state.sent -= 1

@@ -71,12 +71,12 @@ class Race:
         timer = asyncio.ensure_future(self._clock.sleep(self._delay))
         try:
             await asyncio.wait((original, timer), return_when=asyncio.FIRST_COMPLETED)
-        except BaseException:
+            if not original.done():
+                await _settle_ready(original)
+        except BaseException:  # the caller was cancelled: so is its attempt
             timer.cancel()
             await self.abandon()
             raise
-        if not original.done():
-            await _settle_ready(original)
         if original.done():
             timer.cancel()
             self._tasks.clear()
@@ -109,9 +109,11 @@ class Race:
         try:
             second, request = ex.begin_hedge()
         except Exception:  # the deadline passed as the timer fired: no backup
+            Hedging.refund(self._state, call.budget)
             return None
         if second.state is first.state:  # panic mode picked the same endpoint after all
-            second.cancel()
+            ex.loses(second)
+            Hedging.refund(self._state, call.budget)
             return None
         if ex.obs is not None:
             ex.obs.hedge_sent(second, self._delay)
