@@ -15,7 +15,7 @@ from meshlib.upstream import UpstreamBehaviour, UpstreamThread
 trio = pytest.importorskip("trio")
 
 
-@pytest.mark.parametrize("engine", ["fast"])
+@pytest.mark.parametrize("engine", ["fast", "httpx"])
 def test_async_client_under_trio_says_it_needs_asyncio(engine: str) -> None:
     async def main() -> BaseException:
         discovery = meshlib.StaticDiscovery({"users": ["127.0.0.1:9"]})

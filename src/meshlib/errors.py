@@ -17,6 +17,7 @@ __all__ = [
     "MeshError",
     "NoEndpointsAvailable",
     "RateLimited",
+    "not_under_asyncio",
 ]
 
 
@@ -42,3 +43,14 @@ class DiscoveryError(MeshError, httpx.TransportError):
 
 class ConfigError(MeshError, ValueError):
     """A setting is invalid: the message names the variable, the value and what is accepted."""
+
+
+def not_under_asyncio(service: str) -> ConfigError:
+    """The error for an async mesh call made outside a running asyncio event loop (under trio,
+    say): the pipeline's limits, backoff and discovery, and meshlib's engine, run on asyncio."""
+    return ConfigError(
+        f"meshlib.AsyncMeshClient needs a running asyncio event loop, and this call to "
+        f"{service!r} has none (trio or another async library?). Run it under "
+        "asyncio, or call the service from a worker thread with the sync meshlib.MeshClient "
+        "(for trio: trio.to_thread.run_sync); see docs/migrating.md."
+    )

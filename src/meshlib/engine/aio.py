@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from meshlib.errors import ConfigError
+from meshlib.errors import ConfigError, not_under_asyncio
 from meshlib.extensions import DEADLINE
 
 from .aio_connection import (
@@ -238,11 +238,4 @@ class AsyncEngine(EngineBase["_Pool"], httpx.AsyncBaseTransport):
 
 
 def _not_asyncio(request: httpx.Request) -> ConfigError:
-    """The error for a call made outside a running asyncio event loop (under trio, say)."""
-    service = request.headers.get("host", request.url.host)
-    return ConfigError(
-        f"meshlib.AsyncMeshClient needs a running asyncio event loop, and this call to "
-        f"{service!r} has none (trio or another async library?). Run it under "
-        "asyncio, or call the service from a worker thread with the sync meshlib.MeshClient "
-        "(for trio: trio.to_thread.run_sync); see docs/migrating.md."
-    )
+    return not_under_asyncio(request.headers.get("host", request.url.host))

@@ -8,12 +8,14 @@ in the I/O-free ``Call`` and ``Attempt``. The order of the steps is in the packa
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import httpx
 
 from meshlib.discovery.base import Target
+from meshlib.errors import not_under_asyncio
 from meshlib.pipeline.attempt import TrackedAsyncStream, TrackedSyncStream
 from meshlib.pipeline.base import PipelineBase
 from meshlib.pipeline.exchange import Exchange
@@ -40,6 +42,8 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
             with self.passthrough_scope(request) as scope:
                 passed: httpx.Response = await self._passthrough.handle_async_request(request)
                 return scope.done(passed)
+        if not _in_asyncio():  # whatever the inner transport, limits and backoff need asyncio
+            raise not_under_asyncio(str(target))
         service, choice = self.plan(target, request)
         if service is None:
             service, choice = await self._resolve(target, request)
@@ -247,3 +251,10 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
             t.close()
         if self._owns_discovery:
             self.discovery.close()
+
+
+def _in_asyncio() -> bool:
+    """Whether an asyncio loop runs this task (without importing asyncio for the answer: a
+    process that never imported it runs under something else, trio say)."""
+    aio = sys.modules.get("asyncio")
+    return aio is not None and aio._get_running_loop() is not None
