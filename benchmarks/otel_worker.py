@@ -227,7 +227,8 @@ def otel_hooks(spec: Spec) -> Spec:
     router = transport.router
     service = asyncio.run(router.resolve(router.target(SERVICE)))  # type: ignore[arg-type]
     response = httpx.Response(200)
-    observer = transport.observer
+    observer = transport.observer()  # built now: the stub provider imported OpenTelemetry
+    assert observer is not None
 
     def call(hooks: bool) -> None:
         request = httpx.Request("GET", url)

@@ -1,6 +1,7 @@
 """``import meshlib`` loads only what a first request needs: not py-consul (nor the ``requests``
 it imports) until Consul is used, not tomllib until a TOML endpoints file is read, not asyncio
-for a sync service, and not OpenTelemetry until something in the process uses it."""
+for a sync service, not OpenTelemetry until something in the process uses it, and not the
+traffic-management machinery until a discovery chain is found."""
 
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import sys
 from meshlib.testing import FakeConsul
 from meshlib.upstream import UpstreamBehaviour, UpstreamThread
 
-_LAZY = ("consul", "requests", "tomllib", "asyncio", "opentelemetry")
+_LAZY = ("consul", "requests", "tomllib", "asyncio", "opentelemetry", "meshlib.traffic")
 
 
 def _loaded_after(code: str) -> dict[str, bool]:

@@ -11,9 +11,12 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from meshlib.endpoint import Endpoint
-from meshlib.traffic.chain import Chain
+
+if TYPE_CHECKING:
+    from meshlib.traffic.chain import Chain
 
 __all__ = ["Discovery", "Resolution", "Target"]
 

@@ -27,17 +27,15 @@ import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.discovery.base import Discovery, Resolution, Target
 from meshlib.endpoint import EMPTY_META, Endpoint, is_ip_literal, parse_endpoint, validate_host
 from meshlib.errors import ConfigError
-from meshlib.traffic.bexpr import compile_filter
-from meshlib.traffic.chain import Chain, parse_chain
-from meshlib.traffic.compiler import CompileError, compile_chain
-from meshlib.traffic.entries import EntryError, entry_key, validate_entry
-from meshlib.traffic.schema import SUBSET_SCHEMA
+
+if TYPE_CHECKING:  # the traffic machinery loads only for a file that declares config entries
+    from meshlib.traffic.chain import Chain
 
 __all__ = [
     "ENTRIES_KEY",
@@ -59,6 +57,10 @@ def parse_entries(data: object, where: str) -> Entries:
     """Validate a list of config entries (subset filters against what meshlib can evaluate)."""
     if data is None:
         return {}
+    from meshlib.traffic.chain import parse_chain
+    from meshlib.traffic.compiler import CompileError, compile_chain
+    from meshlib.traffic.entries import EntryError, entry_key, validate_entry
+
     if isinstance(data, str | Mapping) or not isinstance(data, Sequence):
         raise ValueError(f"{where}: {ENTRIES_KEY} must be a list of config entries")
     out: Entries = {}
@@ -83,6 +85,9 @@ def _lookup(entries: Entries) -> Callable[[str, str], Mapping[str, Any] | None]:
 
 
 def _check(text: str) -> None:
+    from meshlib.traffic.bexpr import compile_filter
+    from meshlib.traffic.schema import SUBSET_SCHEMA
+
     compile_filter(text, SUBSET_SCHEMA)
 
 
@@ -286,6 +291,9 @@ class StaticDiscovery(Discovery):
             return self._chains[target.service]
         except KeyError:
             pass
+        from meshlib.traffic.chain import parse_chain
+        from meshlib.traffic.compiler import CompileError, compile_chain
+
         try:
             compiled = compile_chain(target.service, datacenter="dc1", lookup=self._entry)
             chain = parse_chain(compiled)

@@ -39,10 +39,10 @@ from meshlib.routing.addressing import Addressing
 from meshlib.routing.router import Router, ServiceState
 from meshlib.routing.snapshot import snapshot
 from meshlib.scope.context import CallPolicy
-from meshlib.traffic.chain import Choice, Route
 
 if TYPE_CHECKING:
     from meshlib.pipeline.observe import Observer
+    from meshlib.traffic.chain import Choice, Route
 
 __all__ = ["PipelineBase"]
 

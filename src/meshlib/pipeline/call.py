@@ -20,6 +20,7 @@ import random
 import time
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -39,7 +40,9 @@ from meshlib.scope.context import (
     format_deadline,
 )
 from meshlib.scope.override import OVERRIDE_HEADER, current_override
-from meshlib.traffic.chain import Choice
+
+if TYPE_CHECKING:
+    from meshlib.traffic.chain import Choice
 
 __all__ = ["Call", "CallSettings"]
 

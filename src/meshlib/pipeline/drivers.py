@@ -21,10 +21,10 @@ from meshlib.pipeline.base import PipelineBase
 from meshlib.pipeline.exchange import Exchange
 from meshlib.retry.replay import buffer_async, buffer_sync
 from meshlib.routing.router import ServiceState
-from meshlib.traffic.chain import Choice
 
 if TYPE_CHECKING:
     from meshlib.pipeline.race import Race
+    from meshlib.traffic.chain import Choice
 
 __all__ = ["AsyncMeshPipeline", "MeshPipeline"]
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
 
 from meshlib.accrual.health import AccrualPolicy, EndpointHealth, HealthGroup
 from meshlib.balance.balancer import Balancer, EndpointSet, EndpointState, RoundRobin
@@ -20,10 +21,12 @@ from meshlib.discovery.base import Discovery, Resolution, Target
 from meshlib.errors import NoEndpointsAvailable
 from meshlib.load.stats import EndpointStats
 from meshlib.routing.addressing import Addressing
-from meshlib.routing.chains import Chains
 from meshlib.routing.locality import LocalityPolicy, Zones
 from meshlib.routing.state import ServiceState
-from meshlib.traffic.chain import Chain
+
+if TYPE_CHECKING:  # the traffic machinery loads with the first discovery chain
+    from meshlib.routing.chains import Chains
+    from meshlib.traffic.chain import Chain
 
 __all__ = ["Router", "ServiceState"]  # ServiceState lives in ``state``
 
@@ -58,8 +61,18 @@ class Router:
         self._round_robin: Balancer | None = None
         self.zones = Zones(locality) if locality is not None else None
         """Zone-aware picks (``locality``), when the caller's zone is configured."""
-        self.chains = Chains(self)
-        """Traffic management: routes, splits and subsets per request (``chains``)."""
+        self._chains: Chains | None = None
+
+    @property
+    def chains(self) -> Chains:
+        """Traffic management: routes, splits and subsets per request (``chains``), built on
+        first use, so a process whose services have no discovery chain never imports it."""
+        chains = self._chains
+        if chains is None:
+            from meshlib.routing.chains import Chains
+
+            chains = self._chains = Chains(self)
+        return chains
 
     def target(self, host: str) -> Target | None:
         """The mesh target a URL host names, or None for pass-through hosts."""
