@@ -24,7 +24,6 @@ from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.config import MeshConfig
 from meshlib.discovery.base import Discovery
 from meshlib.discovery.static import StaticDiscovery
-from meshlib.engine import SyncEngine
 from meshlib.engine.http11 import DEFAULT_LIMITS
 from meshlib.errors import ConfigError
 from meshlib.pipeline import AsyncMeshPipeline, MeshPipeline
@@ -58,7 +57,7 @@ class _Configured:
 
     _new_engine: Callable[..., Any]
     """meshlib's engine for this flavour, imported when built: the async one needs asyncio,
-    which a sync service never imports."""
+    which a sync service never imports, and an async service never needs the sync one."""
     _httpx_cls: type[Any]
 
     def __init__(
@@ -158,6 +157,8 @@ class MeshTransport(_Configured, MeshPipeline):
 
     @staticmethod
     def _new_engine(**http: Any) -> Any:
+        from meshlib.engine.sync import SyncEngine  # an async service never needs it
+
         return SyncEngine(**http)
 
     _httpx_cls = httpx.HTTPTransport

@@ -16,10 +16,9 @@ in how they wait.
 
 from typing import TYPE_CHECKING, Any
 
-from .sync import SyncEngine
-
 if TYPE_CHECKING:
     from .aio import AsyncEngine
+    from .sync import SyncEngine
 
 __all__ = ["AsyncEngine", "SyncEngine"]
 
@@ -30,4 +29,8 @@ def __getattr__(name: str) -> Any:
         from .aio import AsyncEngine
 
         return AsyncEngine
+    if name == "SyncEngine":  # and an async service never needs the blocking one
+        from .sync import SyncEngine
+
+        return SyncEngine
     raise AttributeError(f"module 'meshlib.engine' has no attribute {name!r}")
