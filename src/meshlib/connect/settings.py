@@ -60,10 +60,6 @@ class ConnectSettings:
             if not (math.isfinite(value) and 0 < value <= high):
                 raise ConfigError(f"{var}={value:g}s must be within (0, {high:g}s]")
 
-    def applies_to(self, service: str) -> bool:
-        """Whether calls to ``service`` go over Connect."""
-        return self.enabled and service not in self.plain
-
 
 def connect_settings_from_env(
     env: Mapping[str, str],

@@ -12,10 +12,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from meshlib.clock import SYSTEM_CLOCK, Clock
-from meshlib.config import MeshConfig
-from meshlib.limit.admission import AdmissionPolicy, Refusal
-from meshlib.middleware.gate import CallerKey, Gate, answer, resolve_policy
+from meshlib.limit.admission import Refusal
+from meshlib.middleware.gate import Inbound, answer
 from meshlib.scope.context import DEADLINE_HEADER, Deadline, deadline_scope, parse_deadline
 from meshlib.scope.override import OVERRIDE_HEADER, override_scope
 
@@ -25,34 +23,12 @@ Scope = MutableMapping[str, Any]
 ASGIApp = Callable[[Scope, Any, Any], Awaitable[None]]
 
 
-class MeshASGIMiddleware:
+class MeshASGIMiddleware(Inbound):
     """ASGI middleware: inbound admission, and an incoming ``x-mesh-deadline-ms`` caps outbound
-    mesh calls; with ``propagate_override`` an incoming ``Mesh-Override`` follows them.
+    mesh calls; with ``propagate_override`` an incoming ``Mesh-Override`` follows them. The
+    keywords (``admission``, ``config``, ``caller_key``, ``clock``, ...) are ``gate.Inbound``'s."""
 
-    ``admission`` overrides the configuration's ``inbound`` policy (``MESH_INBOUND_*``, read
-    from the environment when no ``config`` is given); ``caller_key`` replaces the default
-    caller key (see ``meshlib.middleware.gate``); ``clock`` drives the limits."""
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        max_deadline: float = 3600.0,
-        admission: AdmissionPolicy | None = None,
-        config: MeshConfig | None = None,
-        caller_key: CallerKey | None = None,
-        clock: Clock = SYSTEM_CLOCK,
-        propagate_override: bool = False,
-    ) -> None:
-        self.app = app
-        self.max_deadline = max_deadline
-        self.propagate_override = propagate_override
-        self.gate = Gate(resolve_policy(admission, config), clock, caller_key)
-
-    def mesh_state(self) -> dict[str, Any]:
-        """What the admin endpoint shows for this middleware: its admission counters and
-        limits (pass the middleware to ``meshlib.admin.start_admin`` beside the clients)."""
-        return self.gate.mesh_state()
+    app: ASGIApp
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
         if scope.get("type") != "http":

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping, MutableMapping
 from http import HTTPStatus
 from typing import Any
 
-from meshlib.clock import Clock
+from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.config import MeshConfig
 from meshlib.limit.admission import Admission, AdmissionPolicy, Refusal, Ticket
 
@@ -34,6 +34,7 @@ __all__ = [
     "REJECTED_HEADER",
     "CallerKey",
     "Gate",
+    "Inbound",
     "answer",
     "default_caller_key",
     "resolve_policy",
@@ -127,3 +128,33 @@ def resolve_policy(admission: AdmissionPolicy | None, config: MeshConfig | None)
     if admission is not None:
         return admission
     return (config if config is not None else MeshConfig.from_env()).inbound
+
+
+class Inbound:
+    """What the ASGI and WSGI middlewares share: their keywords and their admin state.
+
+    ``admission`` overrides the configuration's ``inbound`` policy (``MESH_INBOUND_*``, read
+    from the environment when no ``config`` is given); ``caller_key`` replaces the default
+    caller key; ``clock`` drives the limits; ``propagate_override`` carries an incoming
+    ``Mesh-Override`` to the mesh calls made while handling the request."""
+
+    def __init__(
+        self,
+        app: Any,
+        *,
+        max_deadline: float = 3600.0,
+        admission: AdmissionPolicy | None = None,
+        config: MeshConfig | None = None,
+        caller_key: CallerKey | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        propagate_override: bool = False,
+    ) -> None:
+        self.app = app
+        self.max_deadline = max_deadline
+        self.propagate_override = propagate_override
+        self.gate = Gate(resolve_policy(admission, config), clock, caller_key)
+
+    def mesh_state(self) -> dict[str, Any]:
+        """What the admin endpoint shows for this middleware: its admission counters and
+        limits (pass the middleware to ``meshlib.admin.start_admin`` beside the clients)."""
+        return self.gate.mesh_state()

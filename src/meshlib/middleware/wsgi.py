@@ -11,10 +11,8 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from meshlib.clock import SYSTEM_CLOCK, Clock
-from meshlib.config import MeshConfig
-from meshlib.limit.admission import AdmissionPolicy, Refusal, Ticket
-from meshlib.middleware.gate import CallerKey, Gate, answer, resolve_policy
+from meshlib.limit.admission import Refusal, Ticket
+from meshlib.middleware.gate import Inbound, answer
 from meshlib.scope.context import DEADLINE_HEADER, Deadline, deadline_scope, parse_deadline
 from meshlib.scope.override import OVERRIDE_HEADER, override_scope
 
@@ -24,32 +22,13 @@ _WSGI_KEY = "HTTP_" + DEADLINE_HEADER.upper().replace("-", "_")
 _WSGI_OVERRIDE = "HTTP_" + OVERRIDE_HEADER.upper().replace("-", "_")
 
 
-class MeshWSGIMiddleware:
+class MeshWSGIMiddleware(Inbound):
     """WSGI middleware: inbound admission, and an incoming ``x-mesh-deadline-ms`` caps outbound
     mesh calls; with ``propagate_override`` an incoming ``Mesh-Override`` follows them while the
     app runs (a streamed body's later chunks do not carry it). The keywords are
-    ``MeshASGIMiddleware``'s."""
+    ``gate.Inbound``'s."""
 
-    def __init__(
-        self,
-        app: Callable[..., Iterable[bytes]],
-        *,
-        max_deadline: float = 3600.0,
-        admission: AdmissionPolicy | None = None,
-        config: MeshConfig | None = None,
-        caller_key: CallerKey | None = None,
-        clock: Clock = SYSTEM_CLOCK,
-        propagate_override: bool = False,
-    ) -> None:
-        self.app = app
-        self.max_deadline = max_deadline
-        self.propagate_override = propagate_override
-        self.gate = Gate(resolve_policy(admission, config), clock, caller_key)
-
-    def mesh_state(self) -> dict[str, Any]:
-        """What the admin endpoint shows for this middleware: its admission counters and
-        limits (pass the middleware to ``meshlib.admin.start_admin`` beside the clients)."""
-        return self.gate.mesh_state()
+    app: Callable[..., Iterable[bytes]]
 
     def __call__(self, environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
         seconds = parse_deadline(environ.get(_WSGI_KEY), cap=self.max_deadline)
