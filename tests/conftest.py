@@ -90,3 +90,16 @@ def restore_propagator() -> Iterator[None]:
         yield
     finally:
         propagate.set_global_textmap(saved)
+
+
+@pytest.fixture(autouse=True)
+def _close_leaked_consul_discoveries() -> Iterator[None]:
+    """A test that forgets to close a ConsulDiscovery leaves its watch retrying against a
+    FakeConsul that is gone; those retries would land in a later test (under a mocking
+    library, as requests it did not expect). Close whatever a test left open."""
+    yield
+    from meshlib.consul import loop
+
+    for discovery in list(loop._live):
+        if not getattr(discovery, "_closed", True):
+            discovery.close()  # type: ignore[attr-defined]
