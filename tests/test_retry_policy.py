@@ -8,7 +8,8 @@ import pytest
 import tenacity
 
 from meshlib import RetryPolicy
-from meshlib.retry.policy import backoff_delay, is_unsent, parse_retry_after
+from meshlib.retry.policy import backoff_delay, exponential_wait, is_unsent, parse_retry_after
+from meshlib.retry.policy import describe_wait as describe
 
 
 def test_default_backoff_is_envoy_like_full_jitter() -> None:
@@ -24,6 +25,18 @@ def test_default_backoff_is_envoy_like_full_jitter() -> None:
 def test_any_tenacity_wait_works_without_jitter() -> None:
     policy = RetryPolicy(wait=tenacity.wait_fixed(0.3), jitter=False)
     assert backoff_delay(policy, 3, random.Random(0)) == pytest.approx(0.3)
+
+
+def test_the_default_wait_is_tenacitys_exponential_built_at_first_use() -> None:
+    ours = exponential_wait(0.025, 0.25)
+    theirs = tenacity.wait_exponential(multiplier=0.025, max=0.25)
+    for n in range(1, 10):
+        state = tenacity.RetryCallState(retry_object=None, fn=None, args=(), kwargs={})  # type: ignore[arg-type]
+        state.attempt_number = n
+        assert ours(state) == theirs(state)
+    assert RetryPolicy() == RetryPolicy()  # two default configurations compare equal
+    assert RetryPolicy().wait != exponential_wait(0.05, 0.25)
+    assert describe(RetryPolicy().wait) == describe(theirs) == "exponential(0.025s..0.25s)"
 
 
 def test_retry_after_seconds_and_dates() -> None:

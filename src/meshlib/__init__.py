@@ -14,9 +14,7 @@ from meshlib.accrual.health import AccrualPolicy
 from meshlib.classify import ResponseClass, default_classifier
 from meshlib.client import AsyncMeshClient, MeshClient
 from meshlib.config import MeshConfig
-from meshlib.consul.service import ServiceRegistration
-from meshlib.consul.settings import ConsulSettings
-from meshlib.consul.watches import ConsulOptions
+from meshlib.consul.settings import ConsulOptions, ConsulSettings
 from meshlib.discovery import Discovery, Resolution, StaticDiscovery, Target
 from meshlib.endpoint import Endpoint
 from meshlib.errors import (
@@ -28,9 +26,7 @@ from meshlib.errors import (
     RateLimited,
 )
 from meshlib.limit.adaptive import AdaptivePolicy
-from meshlib.limit.admission import AdmissionPolicy
 from meshlib.limit.limits import LimitPolicy
-from meshlib.middleware import MeshASGIMiddleware, MeshWSGIMiddleware
 from meshlib.outbound import outbound
 from meshlib.retry.budget import BudgetPolicy, RetryBudget
 from meshlib.retry.hedge import HedgeBudgetPolicy, HedgePolicy
@@ -97,11 +93,19 @@ _LAZY = {
     "consul_lifespan": "meshlib.registration",
     "ConnectIdentity": "meshlib.identity",
     "connect_identity": "meshlib.identity",
+    # and what only a server needs: the inbound middleware and its admission policy
+    "AdmissionPolicy": "meshlib.limit.admission",
+    "MeshASGIMiddleware": "meshlib.middleware",
+    "MeshWSGIMiddleware": "meshlib.middleware",
+    "ServiceRegistration": "meshlib.consul.service",
 }
 
 if TYPE_CHECKING:
     from meshlib.consul.discovery import ConsulDiscovery
+    from meshlib.consul.service import ServiceRegistration
     from meshlib.identity import ConnectIdentity, connect_identity
+    from meshlib.limit.admission import AdmissionPolicy
+    from meshlib.middleware import MeshASGIMiddleware, MeshWSGIMiddleware
     from meshlib.registration import AsyncRegistrar, Registrar, consul_lifespan
 
 

@@ -14,19 +14,12 @@ import math
 import os
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meshlib.accrual.health import AccrualPolicy
 from meshlib.balance.balancer import BALANCERS
 from meshlib.connect.settings import ConnectSettings, connect_settings_from_env
-from meshlib.consul.env import (
-    consul_options_from_env,
-    consul_settings_from_env,
-    registration_from_env,
-)
-from meshlib.consul.service import ServiceRegistration
-from meshlib.consul.settings import ConsulSettings
-from meshlib.consul.watches import ConsulOptions
+from meshlib.consul.settings import ConsulOptions, ConsulSettings
 from meshlib.discovery.static import parse_services
 from meshlib.endpoint import Endpoint
 from meshlib.envparse import build as _build
@@ -36,14 +29,16 @@ from meshlib.envparse import parse_number as _number
 from meshlib.envparse import shown as _shown
 from meshlib.envpolicies import hedges_from_env, limits_from_env
 from meshlib.errors import ConfigError
-from meshlib.limit.admission import AdmissionPolicy
-from meshlib.limit.env import admission_from_env
 from meshlib.limit.limits import LimitPolicy
 from meshlib.pipeline.settings import PipelineSettings
 from meshlib.retry.budget import BudgetPolicy
 from meshlib.retry.hedge import HedgeBudgetPolicy, HedgePolicy
 from meshlib.retry.policy import RetryPolicy, exponential_wait
 from meshlib.routing.locality import LocalityPolicy, locality_from_env
+
+if TYPE_CHECKING:  # loaded when a configuration needs them: ``import meshlib`` does not
+    from meshlib.consul.service import ServiceRegistration
+    from meshlib.limit.admission import AdmissionPolicy
 
 __all__ = ["ENGINES", "MeshConfig", "parse_duration"]
 
@@ -69,6 +64,13 @@ def _parse_static_endpoints(name: str, value: str) -> dict[str, tuple[Endpoint, 
         return parse_services(data, name)
     except ValueError as exc:
         raise ConfigError(f"{exc} (expected service=host:port[,host:port];...)") from None
+
+
+def _admission_policy() -> AdmissionPolicy:
+    """The inbound defaults, built with the configuration: only the middleware reads them."""
+    from meshlib.limit.admission import AdmissionPolicy
+
+    return AdmissionPolicy()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -112,7 +114,7 @@ class MeshConfig:
     """Send the remaining deadline to mesh services (``MESH_PROPAGATE_DEADLINE``)."""
     limits: Mapping[str, LimitPolicy] = field(default_factory=dict)
     """Per-service rate and concurrency limits (``MESH_RATE_LIMIT``, ``MESH_MAX_IN_FLIGHT``)."""
-    inbound: AdmissionPolicy = field(default_factory=AdmissionPolicy)
+    inbound: AdmissionPolicy = field(default_factory=_admission_policy)
     """What the inbound middleware admits (``MESH_INBOUND_*``)."""
     hedges: Mapping[str, HedgePolicy] = field(default_factory=dict)
     """Per-service hedged (backup) requests (``MESH_HEDGE``, ``MESH_HEDGE_MIN_DELAY``)."""
@@ -192,7 +194,10 @@ class MeshConfig:
         kw["budget"] = _build("MESH_RETRY_BUDGET_*", BudgetPolicy, _budget_kw(env))
         kw["accrual"] = _build("MESH_ACCRUAL_*", AccrualPolicy, _accrual_kw(env))
         kw["limits"] = limits_from_env(env)
-        kw["inbound"] = admission_from_env(env, parse_bool, parse_duration, _number, _int)
+        if any(var.startswith("MESH_INBOUND_") for var in env):
+            from meshlib.limit.env import admission_from_env
+
+            kw["inbound"] = admission_from_env(env, parse_bool, parse_duration, _number, _int)
         kw["locality"] = locality_from_env(env, _number, ConfigError)
         kw["hedges"] = hedges_from_env(env)
         if "MESH_HEDGE_BUDGET_PERCENT" in env:
@@ -200,9 +205,15 @@ class MeshConfig:
             kw["hedge_budget"] = _build(
                 "MESH_HEDGE_BUDGET_PERCENT", HedgeBudgetPolicy, {"percent": percent / 100}
             )
-        if kw["discovery"] == "consul" or env.get("MESH_SERVICE_NAME") or "MESH_CONNECT" in env:
+        # The Consul parsers load only when Consul is in use: a static mesh never needs them.
+        from_consul = kw["discovery"] == "consul" or env.get("MESH_SERVICE_NAME")
+        if from_consul or "MESH_CONNECT" in env:
+            from meshlib.consul.env import consul_settings_from_env
+
             kw["consul"] = consul_settings_from_env(env, parse_bool)
         if kw["discovery"] == "consul":
+            from meshlib.consul.env import consul_options_from_env
+
             kw["consul_options"] = consul_options_from_env(env, parse_bool, parse_duration)
         for var, attr in (
             ("OTEL_TRACES_EXPORTER", "otel_traces_exporter"),
@@ -212,6 +223,8 @@ class MeshConfig:
                 kw[attr] = env[var].split(",")[0].strip().lower()
         kw["connect"] = connect_settings_from_env(env, parse_bool, parse_duration)
         if env.get("MESH_SERVICE_NAME"):
+            from meshlib.consul.env import registration_from_env
+
             reg = registration_from_env(env, parse_duration)
             if "MESH_SERVICE_CONNECT_NATIVE" in env:
                 native = parse_bool(

@@ -7,9 +7,11 @@ them, so the names live here, in L0, rather than in either layer.
 
 from __future__ import annotations
 
-import concurrent.futures
 import ssl
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:  # a type only: the Consul and Connect machinery that uses it loads it
+    import concurrent.futures
 
 __all__ = [
     "ATTEMPT_HEADERS",

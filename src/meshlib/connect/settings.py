@@ -15,7 +15,6 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from meshlib.consul.parse import valid_service_name
 from meshlib.errors import ConfigError
 
 __all__ = ["ConnectSettings", "connect_settings_from_env"]
@@ -43,6 +42,19 @@ class ConnectSettings:
                 "MESH_CONNECT=true needs the name this service's certificate is issued for: "
                 "set MESH_SERVICE_NAME (or MESH_CONNECT_SERVICE)"
             )
+        if self.service is not None or self.plain:
+            self._check_names()
+        for var, value, high in (
+            ("MESH_CONNECT_FIRST_TIMEOUT", self.first_timeout, 600.0),
+            ("MESH_CONNECT_AUTHZ_TTL", self.authz_ttl, 300.0),
+        ):
+            if not (math.isfinite(value) and 0 < value <= high):
+                raise ConfigError(f"{var}={value:g}s must be within (0, {high:g}s]")
+
+    def _check_names(self) -> None:
+        # Consul's name rule lives with the registry parsers, loaded only when a name is given.
+        from meshlib.consul.parse import valid_service_name
+
         if self.service is not None and not valid_service_name(self.service):
             raise ConfigError(
                 f"MESH_CONNECT_SERVICE={self.service!r} is not a Consul service name "
@@ -53,12 +65,6 @@ class ConnectSettings:
                 raise ConfigError(
                     f"MESH_CONNECT_PLAIN_SERVICES lists {name!r}, which is not a service name"
                 )
-        for var, value, high in (
-            ("MESH_CONNECT_FIRST_TIMEOUT", self.first_timeout, 600.0),
-            ("MESH_CONNECT_AUTHZ_TTL", self.authz_ttl, 300.0),
-        ):
-            if not (math.isfinite(value) and 0 < value <= high):
-                raise ConfigError(f"{var}={value:g}s must be within (0, {high:g}s]")
 
 
 def connect_settings_from_env(

@@ -14,7 +14,7 @@ from typing import Any
 _EXPORTS = {
     "AsyncConsulHTTP": "http",
     "ConsulDiscovery": "discovery",
-    "ConsulOptions": "watches",
+    "ConsulOptions": "settings",
     "ConsulSettings": "settings",
     "ParsedEntries": "parse",
     "ServiceRegistration": "service",

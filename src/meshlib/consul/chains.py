@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from meshlib.consul.parse import foreign
-from meshlib.consul.watches import ConsulOptions, WatchSlots
+from meshlib.consul.settings import ConsulOptions
+from meshlib.consul.watches import WatchSlots
 from meshlib.discovery.base import Target
 from meshlib.traffic.chain import Chain, parse_chain
 

@@ -37,9 +37,9 @@ from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.consul.chains import ChainLookups, ChainWatches
 from meshlib.consul.loop import WatchLoop, keep, track
 from meshlib.consul.parse import ParsedEntries, foreign, parse_health_entries
-from meshlib.consul.settings import ConsulSettings
-from meshlib.consul.watches import ConsulOptions, WatchSlots, check_names, state_row
+from meshlib.consul.settings import ConsulOptions, ConsulSettings
 from meshlib.consul.watches import Watch as _Watch
+from meshlib.consul.watches import WatchSlots, check_names, state_row
 from meshlib.discovery.base import Discovery, Resolution, Target
 from meshlib.errors import DiscoveryError
 

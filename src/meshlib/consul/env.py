@@ -23,12 +23,13 @@ import logging
 import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from meshlib.consul.service import ServiceRegistration
-from meshlib.consul.settings import ConsulSettings
-from meshlib.consul.watches import ConsulOptions
+from meshlib.consul.settings import ConsulOptions, ConsulSettings
 from meshlib.errors import ConfigError
+
+if TYPE_CHECKING:
+    from meshlib.consul.service import ServiceRegistration
 
 __all__ = ["consul_options_from_env", "consul_settings_from_env", "registration_from_env"]
 
@@ -284,6 +285,8 @@ def registration_from_env(
     ):
         if env.get(var):
             kw[attr] = parse_duration(var, env[var])
+    from meshlib.consul.service import ServiceRegistration
+
     try:
         return ServiceRegistration(**kw)
     except ValueError as exc:

@@ -1,4 +1,4 @@
-"""A Consul watch's options, its per-service state, and the bound on blocking watches.
+"""A Consul watch's per-service state, and the bound on blocking watches.
 
 Split from ``discovery`` so the watch loop reads on its own; nothing here does I/O (a rejected
 answer is logged here, where it is judged).
@@ -19,70 +19,9 @@ from meshlib.errors import DiscoveryError
 if TYPE_CHECKING:  # asyncio is imported where it runs: ``import meshlib`` does not need it
     import asyncio
 
-__all__ = ["ConsulOptions", "Watch", "WatchSlots", "check_names", "state_row"]
+__all__ = ["Watch", "WatchSlots", "check_names", "state_row"]
 
 log = logging.getLogger("meshlib.discovery")
-
-
-@dataclass(frozen=True, kw_only=True)
-class ConsulOptions:
-    """How Consul is read (``MESH_CONSUL_*``)."""
-
-    include_warning: bool = False
-    stale: bool = True
-    wait: float = 300.0
-    near: str | None = None
-    first_timeout: float = 5.0
-    max_staleness: float | None = None
-    idle_timeout: float = 600.0
-    min_interval: float = 0.05
-    error_backoff_min: float = 0.5
-    error_backoff_max: float = 30.0
-    forbidden_backoff: float = 60.0
-    allow_link_local: bool = False
-    max_response_bytes: int = 4 * 1024 * 1024
-    """Largest answer a watch reads; a bigger one fails that round
-    (``MESH_CONSUL_MAX_RESPONSE_BYTES``)."""
-    query_margin: float = 2.0
-    """A blocking query's total deadline is ``wait x 17/16`` (Consul's jitter) plus this; a
-    non-blocking one's is this or 5 s, whichever is longer. A server that drips bytes cannot
-    pin a watch past it."""
-    max_watches: int = 64
-    """Most services watched with blocking queries at once (MESH_CONSUL_MAX_WATCHES); the
-    others are polled with non-blocking queries every ``poll_interval``."""
-    poll_interval: float = 10.0
-    connect: bool = False
-    """List Connect endpoints (``/v1/health/connect/<service>``: Connect-native instances and
-    sidecar proxies) instead of the services themselves (set from ``MESH_CONNECT``)."""
-    connect_plain: tuple[str, ...] = ()
-    """Services still listed the plain way while ``connect`` is on."""
-
-    def uses_connect(self, service: str) -> bool:
-        return self.connect and service not in self.connect_plain
-
-    def __post_init__(self) -> None:
-        if not 1.0 <= self.wait <= 600.0:
-            raise ValueError(f"Consul wait must be within [1s, 10m], got {self.wait:g}s")
-        if self.first_timeout <= 0:
-            raise ValueError(f"first_timeout must be > 0, got {self.first_timeout}")
-        if self.max_response_bytes < 1024:
-            raise ValueError(
-                f"max_response_bytes must be at least 1024, got {self.max_response_bytes}"
-            )
-        if self.query_margin <= 0:
-            raise ValueError(f"query_margin must be > 0, got {self.query_margin}")
-        if not 1 <= self.max_watches <= 10_000:
-            raise ValueError(f"max_watches must be within [1, 10000], got {self.max_watches}")
-        if self.poll_interval <= 0:
-            raise ValueError(f"poll_interval must be > 0, got {self.poll_interval}")
-
-    def deadline(self, blocking: bool) -> float:
-        """Total time one query may take: Consul answers a blocking query within wait + wait/16
-        (its jitter); past that plus a margin the agent, or something between, is not
-        answering, however many bytes trickle in."""
-        if not blocking:
-            return max(self.query_margin, 5.0)
-        return self.wait * 17 / 16 + self.query_margin
 
 
 @dataclass

@@ -8,19 +8,31 @@ the ``MESH_INBOUND_*`` policy read from a mapping handed in (``env``). All of it
 runs on the injected clock. Imports L0 modules only: L1.
 """
 
-from meshlib.limit.adaptive import (
-    AdaptiveLimit,
-    AdaptivePolicy,
-    Permit,
-)
-from meshlib.limit.admission import Admission, AdmissionPolicy, Refusal, Ticket
-from meshlib.limit.aimd import AimdLimit
-from meshlib.limit.keyed import KeyedRateLimit
-from meshlib.limit.limits import (
-    ConcurrencyLimit,
-    LimitPolicy,
-    RateLimit,
-)
+from typing import TYPE_CHECKING, Any
+
+from meshlib import lazy
+
+_EXPORTS = {
+    "AdaptiveLimit": "adaptive",
+    "AdaptivePolicy": "adaptive",
+    "Admission": "admission",
+    "AdmissionPolicy": "admission",
+    "AimdLimit": "aimd",
+    "ConcurrencyLimit": "limits",
+    "KeyedRateLimit": "keyed",
+    "LimitPolicy": "limits",
+    "Permit": "adaptive",
+    "RateLimit": "limits",
+    "Refusal": "admission",
+    "Ticket": "admission",
+}
+
+if TYPE_CHECKING:
+    from meshlib.limit.adaptive import AdaptiveLimit, AdaptivePolicy, Permit
+    from meshlib.limit.admission import Admission, AdmissionPolicy, Refusal, Ticket
+    from meshlib.limit.aimd import AimdLimit
+    from meshlib.limit.keyed import KeyedRateLimit
+    from meshlib.limit.limits import ConcurrencyLimit, LimitPolicy, RateLimit
 
 __all__ = [
     "AdaptiveLimit",
@@ -36,3 +48,7 @@ __all__ = [
     "Refusal",
     "Ticket",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    return lazy.load(__name__, _EXPORTS, name, globals())

@@ -27,8 +27,29 @@ context itself and the middleware leaves it alone: no second server span, no dou
 ``transport`` in the layers because, like it, it reads its defaults from ``meshlib.config``.
 """
 
-from meshlib.middleware.asgi import MeshASGIMiddleware
-from meshlib.middleware.gate import CallerKey, default_caller_key
-from meshlib.middleware.wsgi import MeshWSGIMiddleware
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["CallerKey", "MeshASGIMiddleware", "MeshWSGIMiddleware", "default_caller_key"]
+from meshlib import lazy
+
+_EXPORTS = {
+    "CallerKey": "gate",
+    "MeshASGIMiddleware": "asgi",
+    "MeshWSGIMiddleware": "wsgi",
+    "default_caller_key": "gate",
+}
+
+if TYPE_CHECKING:
+    from meshlib.middleware.asgi import MeshASGIMiddleware
+    from meshlib.middleware.gate import CallerKey, default_caller_key
+    from meshlib.middleware.wsgi import MeshWSGIMiddleware
+
+__all__ = [
+    "CallerKey",
+    "MeshASGIMiddleware",
+    "MeshWSGIMiddleware",
+    "default_caller_key",
+]
+
+
+def __getattr__(name: str) -> Any:
+    return lazy.load(__name__, _EXPORTS, name, globals())

@@ -6,26 +6,36 @@ sent again, ``hedge`` says when a backup attempt may be sent before the first ha
 Imports L0 modules only: L1.
 """
 
-from meshlib.retry.budget import (
-    BudgetPolicy,
-    RetryBudget,
-)
-from meshlib.retry.hedge import (
-    HedgeBudgetPolicy,
-    HedgePolicy,
-    parse_hedge,
-)
-from meshlib.retry.policy import (
-    IDEMPOTENT_METHODS,
-    RetryPolicy,
-    backoff_delay,
-    is_unsent,
-    parse_retry_after,
-)
-from meshlib.retry.replay import (
-    buffer_async,
-    buffer_sync,
-)
+from typing import TYPE_CHECKING, Any
+
+from meshlib import lazy
+
+_EXPORTS = {
+    "BudgetPolicy": "budget",
+    "HedgeBudgetPolicy": "hedge",
+    "HedgePolicy": "hedge",
+    "IDEMPOTENT_METHODS": "policy",
+    "RetryBudget": "budget",
+    "RetryPolicy": "policy",
+    "backoff_delay": "policy",
+    "buffer_async": "replay",
+    "buffer_sync": "replay",
+    "is_unsent": "policy",
+    "parse_hedge": "hedge",
+    "parse_retry_after": "policy",
+}
+
+if TYPE_CHECKING:
+    from meshlib.retry.budget import BudgetPolicy, RetryBudget
+    from meshlib.retry.hedge import HedgeBudgetPolicy, HedgePolicy, parse_hedge
+    from meshlib.retry.policy import (
+        IDEMPOTENT_METHODS,
+        RetryPolicy,
+        backoff_delay,
+        is_unsent,
+        parse_retry_after,
+    )
+    from meshlib.retry.replay import buffer_async, buffer_sync
 
 __all__ = [
     "IDEMPOTENT_METHODS",
@@ -41,3 +51,7 @@ __all__ = [
     "parse_hedge",
     "parse_retry_after",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    return lazy.load(__name__, _EXPORTS, name, globals())
