@@ -9,6 +9,8 @@ blocking queries, ``service``/``registrar`` register this process. Imports L0 mo
 
 from typing import Any
 
+from meshlib import lazy
+
 # Imported on first use: ``import meshlib`` needs the settings, not the watches, the
 # registrars or py-consul.
 _EXPORTS = {
@@ -34,9 +36,4 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'meshlib.consul' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"meshlib.consul.{module}"), name)
+    return lazy.load(__name__, _EXPORTS, name, globals())

@@ -9,6 +9,8 @@ imported on first use, so ``import meshlib`` does not import OpenTelemetry.
 
 from typing import Any
 
+from meshlib import lazy
+
 _EXPORTS = {
     "DURATION_BUCKETS": "metrics",
     "MeshMetrics": "metrics",
@@ -27,9 +29,4 @@ __all__ = sorted(_EXPORTS)
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'meshlib.otel' has no attribute {name!r}")
-    import importlib
-
-    return getattr(importlib.import_module(f"meshlib.otel.{module}"), name)
+    return lazy.load(__name__, _EXPORTS, name, globals())
