@@ -383,7 +383,7 @@ class Call:
     def outcome(self, attempt: Attempt) -> dict[str, object]:
         """``response.extensions["mesh"]``: which endpoint answered, after how many attempts."""
         out: dict[str, object] = {
-            "service": str(self.service.target),
+            "service": self.service.label,
             "endpoint": attempt.state.address,
             "attempts": self.attempts,
             "history": list(self.history),

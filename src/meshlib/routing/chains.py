@@ -90,21 +90,20 @@ def _headers(headers: Any, wanted: frozenset[bytes]) -> dict[str, str]:
     return out
 
 
-def _has_query(url: Any) -> bool:
+def _path_query(url: Any, chain: Chain) -> tuple[str, Mapping[str, str]]:
+    """The path as sent (percent-encoding kept, without the query: what Envoy matches) if the
+    chain's routes test it, and the query parameters if they test those and there are any.
+    httpx keeps the URL parsed; ``raw_path`` would rebuild path and query as bytes."""
     ref = getattr(url, "_uri_reference", None)
-    if ref is not None:
-        return bool(getattr(ref, "query", None))
-    return bool(url.query)
+    if ref is None:  # not an httpx URL: parse what is needed
+        raw = str(url.raw_path.decode("ascii", "replace"))
+        path, _, q = raw.partition("?")
+        return path or "/", url.params if chain.uses_query and q else _NONE
+    path = (ref.path or "/") if chain.uses_path else ""
+    return path, url.params if chain.uses_query and ref.query else _NONE
 
 
-def _path(url: Any) -> str:
-    """The path as sent (percent-encoding kept), without the query: what Envoy matches. httpx
-    keeps it parsed; ``raw_path`` would rebuild path and query as bytes on every call."""
-    ref = getattr(url, "_uri_reference", None)
-    path = getattr(ref, "path", None)
-    if isinstance(path, str):
-        return path or "/"
-    return str(url.raw_path.split(b"?", 1)[0].decode("ascii", "replace"))
+_NO_URL: tuple[str, Mapping[str, str]] = ("", _NONE)
 
 
 class _Router(Protocol):
@@ -141,6 +140,7 @@ class Chains:
 
     def __init__(self, router: _Router) -> None:
         self._router = router
+        self._rng = router.rng
         self._cache: dict[str, _Entry] = {}
         self._headers_for: tuple[Chain, frozenset[bytes]] | None = None
 
@@ -160,10 +160,8 @@ class Chains:
             pinned = self._pinned(chain, pin)
             if pinned is not None:
                 return Choice(pinned, None)
-        url = request.url
-        path = _path(url) if chain.uses_path else ""
-        query = url.params if chain.uses_query and _has_query(url) else _NONE
-        u = self._router.rng.random() if chain.splits else 0.0
+        path, query = _path_query(request.url, chain) if chain.uses_url else _NO_URL
+        u = self._rng.random() if chain.splits else 0.0
         return chain.choose(request.method, path, headers, query, u)
 
     def plan(self, chain: Chain, request: Any) -> tuple[ServiceState | None, Choice]:

@@ -91,7 +91,8 @@ class Split:
         """The target for a uniform draw ``u`` in [0, 1)."""
         cum = self.cumulative
         i = bisect.bisect_right(cum, u * cum[-1])
-        return self.targets[min(i, len(self.targets) - 1)]
+        targets = self.targets
+        return targets[i] if i < len(targets) else targets[-1]  # u * total rounded up to total
 
 
 Step = ChainTarget | Split
@@ -138,6 +139,8 @@ class Chain:
     header_names: frozenset[bytes] = field(init=False)
     """The (lower-cased) header names the routes test."""
     uses_query: bool = field(init=False)
+    uses_url: bool = field(init=False)
+    """The path or the query (either: the URL is read once for both)."""
     splits: bool = field(init=False)
     """Some request may need the split's draw."""
 
@@ -149,6 +152,7 @@ class Chain:
         names = frozenset(h.name.encode("latin-1") for m in matches for h in m.headers)
         object.__setattr__(self, "header_names", names)
         object.__setattr__(self, "uses_query", any(m.query for m in matches))
+        object.__setattr__(self, "uses_url", self.uses_path or self.uses_query)
         steps = [r.step for r in self.routes] + ([self.start] if self.start else [])
         object.__setattr__(self, "splits", any(isinstance(s, Split) for s in steps))
 
