@@ -39,6 +39,7 @@ from .aio_connection import (
     expire,
     send_stream,
 )
+from .aio_tls import TlsLayer
 from .http11 import (
     EngineBase,
     OriginKey,
@@ -130,13 +131,10 @@ class _Pool(PoolBase[Connection]):
                     name = peer.server_hostname
                 else:
                     ctx = self.engine.ssl_context() if self.tls else None
-                await self.loop.create_connection(
-                    lambda: conn,
-                    self.host,
-                    self.port,
-                    ssl=ctx,
-                    server_hostname=name if ctx is not None else None,
-                )
+                if ctx is None:
+                    await self.loop.create_connection(lambda: conn, self.host, self.port)
+                else:
+                    await self._tls(conn, ctx, name)
             if peer is not None and conn.transport is not None:
                 ssl_object = conn.transport.get_extra_info("ssl_object")
                 reason = peer.check(ssl_object.getpeercert() if ssl_object else None)
@@ -148,6 +146,18 @@ class _Pool(PoolBase[Connection]):
                 raise connect_error(exc, request) from exc
             raise
         return conn
+
+    async def _tls(self, conn: Connection, ctx: ssl.SSLContext, name: str | None) -> None:
+        """A TCP connection, then the TLS handshake in ``TlsLayer`` (see ``aio_tls``: not
+        asyncio's SSL transport, whose Python costs more than the rest of a request)."""
+        layer = TlsLayer(self.loop, ctx, name, conn)
+        await self.loop.create_connection(lambda: layer, self.host, self.port)
+        try:
+            await layer.handshake
+        except BaseException:
+            layer.abort()
+            raise
+        conn.connection_made(layer)
 
     def hand(self, value: Connection | None) -> bool:
         waiters = self.waiters
