@@ -16,6 +16,12 @@ in how they wait.
 
 from typing import TYPE_CHECKING, Any
 
+from meshlib import lazy
+
+# ``aio`` imports asyncio, which a sync service never needs, and an async service never needs
+# the blocking ``sync``: each loads on first use.
+_EXPORTS = {"AsyncEngine": "aio", "SyncEngine": "sync"}
+
 if TYPE_CHECKING:
     from .aio import AsyncEngine
     from .sync import SyncEngine
@@ -24,13 +30,4 @@ __all__ = ["AsyncEngine", "SyncEngine"]
 
 
 def __getattr__(name: str) -> Any:
-    # ``aio`` imports asyncio, which a sync service never needs: loaded on first use.
-    if name == "AsyncEngine":
-        from .aio import AsyncEngine
-
-        return AsyncEngine
-    if name == "SyncEngine":  # and an async service never needs the blocking one
-        from .sync import SyncEngine
-
-        return SyncEngine
-    raise AttributeError(f"module 'meshlib.engine' has no attribute {name!r}")
+    return lazy.load(__name__, _EXPORTS, name, globals())

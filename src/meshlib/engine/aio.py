@@ -154,7 +154,7 @@ class _Pool(PoolBase[Connection]):
         await self.loop.create_connection(lambda: layer, self.host, self.port)
         try:
             await layer.handshake
-        except BaseException:
+        except BaseException:  # a timeout or cancellation as well as a refused handshake
             layer.abort()
             raise
         conn.connection_made(layer)

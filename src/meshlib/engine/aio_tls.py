@@ -61,7 +61,7 @@ class TlsLayer(asyncio.Protocol, asyncio.Transport):
         self._incoming.write(data)
         if not self.handshake.done():
             self._shake()
-            if not self.handshake.done() or self.handshake.exception() is not None:
+            if not self.handshake.done() or self._closed:
                 return
         chunks: list[bytes] = []
         tls, incoming = self._ssl, self._incoming
@@ -97,7 +97,7 @@ class TlsLayer(asyncio.Protocol, asyncio.Transport):
 
     def eof_received(self) -> bool:
         if not self.handshake.done():
-            self.handshake.set_exception(
+            self._refuse(
                 ConnectionResetError("the server closed the connection during the TLS handshake")
             )
             return False
@@ -105,12 +105,11 @@ class TlsLayer(asyncio.Protocol, asyncio.Transport):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._closed = True
         if not self.handshake.done():
-            self.handshake.set_exception(
+            self._refuse(
                 exc or ConnectionResetError("the connection closed during the TLS handshake")
             )
-            return
+        self._closed = True
         self._app.connection_lost(exc)
 
     def pause_writing(self) -> None:
@@ -171,10 +170,7 @@ class TlsLayer(asyncio.Protocol, asyncio.Transport):
             return
         except (ssl.SSLError, ValueError) as exc:  # verification failed, a protocol error
             self._flush()  # the alert, so the server learns why
-            self._closed = True
-            if self._raw is not None:
-                self._raw.abort()
-            self.handshake.set_exception(exc)
+            self._refuse(exc)
             return
         self._flush()
         self.handshake.set_result(None)
@@ -184,16 +180,24 @@ class TlsLayer(asyncio.Protocol, asyncio.Transport):
         if out and self._raw is not None and not self._raw.is_closing():
             self._raw.write(out)
 
-    def _fail(self, exc: BaseException) -> None:
-        self._closed = True
-        if self._raw is not None:
-            self._raw.abort()  # connection_lost follows, and reports ``exc`` to the connection
-        self._app.connection_lost(exc if isinstance(exc, Exception) else None)
+    def _refuse(self, exc: BaseException) -> None:
+        """The session never came up: the handshake's waiter gets ``exc`` and the connection,
+        which was never handed this transport, hears nothing more."""
         self._app = _Gone()
+        self.abort()
+        self.handshake.set_exception(exc)
+
+    def _fail(self, exc: Exception) -> None:
+        """The session broke after the handshake: the connection learns why now, and the
+        socket's own ``connection_lost`` that follows the abort goes nowhere."""
+        app, self._app = self._app, _Gone()
+        self.abort()
+        app.connection_lost(exc)
 
 
 class _Gone(asyncio.Protocol):
-    """Where a failed session's late callbacks go: the connection has already been told."""
+    """Where a failed session's late callbacks go: the connection has been told, or never
+    had the session."""
 
     def data_received(self, data: bytes) -> None:
         return None
