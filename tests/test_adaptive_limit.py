@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import random
+import threading
 import time
 
 import httpx
@@ -169,16 +170,21 @@ async def test_the_limit_follows_the_upstream_latency_end_to_end() -> None:
 
 
 def test_the_sync_client_refuses_above_the_limit_from_threads() -> None:
-    with UpstreamThread(UpstreamBehaviour(name="slow", latency=0.3)) as up:
+    # Every thread waits at a barrier, so all five reach the limit while the first two are in
+    # flight; without it a thread scheduled late on a busy machine can arrive after a slow call
+    # has finished and be let through, which says nothing about the limit.
+    with UpstreamThread(UpstreamBehaviour(name="slow", latency=0.6)) as up:
         config = meshlib.MeshConfig(
             limits={"users": meshlib.LimitPolicy(adaptive=AdaptivePolicy(initial=2))}
         )
         with meshlib.MeshClient(
             discovery=meshlib.StaticDiscovery({"users": [f"127.0.0.1:{up.port}"]}), config=config
         ) as client:
-            started = time.monotonic()
+            barrier = threading.Barrier(5, timeout=10)
 
             def call() -> tuple[str, float]:
+                barrier.wait()
+                started = time.monotonic()
                 try:
                     client.get("http://users/")
                     outcome = "ok"
@@ -190,7 +196,7 @@ def test_the_sync_client_refuses_above_the_limit_from_threads() -> None:
                 results = list(pool.map(lambda _: call(), range(5)))
     refused = [t for outcome, t in results if outcome == "refused"]
     assert len(refused) == 3
-    assert max(refused) < 0.15  # at once, not after the 300 ms calls ahead of them
+    assert max(refused) < 0.3  # at once, not after the 600 ms calls ahead of them
     assert up.stats().total == 2
 
 

@@ -9,6 +9,7 @@ consulted, and a call that another limit then refuses gives its adaptive slot ba
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 
 from meshlib.clock import Clock
@@ -16,6 +17,7 @@ from meshlib.discovery.base import Target
 from meshlib.errors import RateLimited
 from meshlib.limit.adaptive import AdaptiveLimit, Permit
 from meshlib.limit.limits import ConcurrencyLimit, LimitPolicy, RateLimit
+from meshlib.once import build_once
 from meshlib.pipeline.call import Call
 
 __all__ = ["Admission", "Ticket"]
@@ -84,6 +86,7 @@ class Admission:
     def __init__(self, policies: Mapping[str, LimitPolicy], clock: Clock) -> None:
         self._policies = dict(policies)
         self._clock = clock
+        self._lock = threading.Lock()
         self.limits: dict[Target, _Limits | None] = {}
 
     def enter(self, call: Call) -> Ticket | None:
@@ -130,10 +133,13 @@ class Admission:
         )
 
     def _build(self, target: Target) -> _Limits | None:
+        """The service's limits, made once however many threads call it first at once."""
         policy = self._policies.get(target.service)
-        lim = _Limits(policy, self._clock) if policy is not None else None
-        self.limits[target] = lim
-        return lim
+
+        def build() -> _Limits | None:
+            return _Limits(policy, self._clock) if policy is not None else None
+
+        return build_once(self.limits, target, self._lock, build)
 
     @staticmethod
     def _wait_budget(lim: _Limits, call: Call) -> float:

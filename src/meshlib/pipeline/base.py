@@ -27,6 +27,7 @@ from meshlib.clock import SYSTEM_CLOCK, Clock
 from meshlib.discovery.base import Discovery, Resolution, Target
 from meshlib.errors import ConfigError
 from meshlib.extensions import ConnectPeer, ConnectPeers
+from meshlib.once import build_once
 from meshlib.otel import gate
 from meshlib.pipeline.admission import Admission
 from meshlib.pipeline.bound import HttpxAttempt, bound_pool
@@ -128,6 +129,7 @@ class PipelineBase:
         )
         self._max_replay = settings.retry.max_replay_bytes
         self.budgets: dict[Target, RetryBudget] = {}
+        self._budgets_lock = threading.Lock()
         self.deadline_exceeded: dict[Target, int] = {}
         """Calls per service that ended in ``DeadlineExceeded`` (for ``mesh_state()``)."""
         self.admission = Admission(settings.limits, self._clock)
@@ -207,13 +209,16 @@ class PipelineBase:
             return router.service(target), None
         return router.chains.plan(chain, request)
 
+    def _new_budget(self) -> RetryBudget:
+        return RetryBudget(self.settings.budget, clock=self._clock)
+
     def call(
         self, request: httpx.Request, service: ServiceState, choice: Choice | None = None
     ) -> Call:
         target = service.target
         budget = self.budgets.get(target)
-        if budget is None:
-            budget = self.budgets[target] = RetryBudget(self.settings.budget, clock=self._clock)
+        if budget is None:  # one budget per service, however many threads call it first
+            budget = build_once(self.budgets, target, self._budgets_lock, self._new_budget)
         route = choice.route if choice is not None else None
         if route is not None and route.timeout is None and route.retries is None:
             route = None  # nothing to override: skip the policy lookup

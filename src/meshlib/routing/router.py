@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -57,6 +58,7 @@ class Router:
         self.clock = clock
         self.addressing = addressing
         self._services: dict[Target, ServiceState] = {}
+        self._apply_lock = threading.Lock()
         self._endpoints: dict[Target, dict[str, EndpointState]] = {}
         self._round_robin: Balancer | None = None
         self.zones = Zones(locality) if locality is not None else None
@@ -129,6 +131,17 @@ class Router:
         return self._apply(target, res)
 
     def _apply(self, target: Target, res: Resolution) -> ServiceState:
+        """The service's state for a new resolution. Threads that see the same change at once
+        (the first calls from a shared ``MeshClient``) apply it once: two appliers would each
+        make endpoint states and a health group, and the calls holding the losers' copies would
+        feed accrual and the balancer state that no one reads."""
+        with self._apply_lock:
+            state = self._services.get(target)
+            if state is not None and state.resolution is res:
+                return state
+            return self._apply_locked(target, res)
+
+    def _apply_locked(self, target: Target, res: Resolution) -> ServiceState:
         now = self.clock.now()
         old = self._endpoints.get(target, {})
         group = self._groups.get(target)
