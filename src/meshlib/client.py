@@ -12,10 +12,14 @@ never capture a mesh host; pass-through hosts keep httpx's behaviour exactly.
 
 from __future__ import annotations
 
+import datetime
 import random
+import time
 from typing import Any
 
 import httpx
+from httpx import USE_CLIENT_DEFAULT
+from httpx._client import ClientState  # httpx is pinned to 0.28: see _FastPaths._direct
 
 from meshlib.classify import Classifier
 from meshlib.clock import Clock
@@ -45,13 +49,57 @@ class _MeshCookies(httpx.Cookies):
             super().extract_cookies(response)
 
 
+def _stamp(response: httpx.Response, start: float) -> None:
+    """Set ``response.elapsed`` where httpx could not. httpx stamps it when its own stream
+    wrapper closes, but a call that does not stream has its body read and closed inside the
+    mesh, before httpx wraps the stream, so ``elapsed`` would raise RuntimeError."""
+    if not hasattr(response, "_elapsed"):
+        response.elapsed = datetime.timedelta(seconds=time.perf_counter() - start)
+
+
 class _FastPaths:
     """What both clients change in httpx's client layer: behaviour-neutral speed-ups only."""
 
     base_url: httpx.URL
+    follow_redirects: bool
+    max_redirects: int
     _url_cache: dict[str, httpx.URL]
     _url_cache_base: httpx.URL | None
     _cookies: httpx.Cookies
+    _auth: httpx.Auth | None
+    _event_hooks: dict[str, list[Any]]
+    _state: ClientState
+
+    def _direct(self, request: httpx.Request, auth: Any, follow_redirects: Any) -> bool:
+        """Whether ``send`` may skip httpx's auth and redirect layers for this request.
+
+        With no auth anywhere (client, call or URL user info), no event hooks and redirects not
+        followed, those layers come down to one ``_send_single_request`` wrapped in an auth
+        generator pair and a redirect loop of one turn: about 12 us a request. The direct path
+        does exactly what they would (state, timeout, history, ``next_request`` on a redirect),
+        and anything else goes through httpx's own ``send``.
+        """
+        return (
+            auth is USE_CLIENT_DEFAULT
+            and self._auth is None
+            and (
+                follow_redirects is False
+                or (follow_redirects is USE_CLIENT_DEFAULT and not self.follow_redirects)
+            )
+            and self._state is not ClientState.CLOSED
+            and self.max_redirects >= 0
+            and not self._event_hooks["request"]
+            and not self._event_hooks["response"]
+            and not request.url.userinfo
+        )
+
+    def _sent(self, request: httpx.Request, response: httpx.Response) -> None:
+        """What httpx's redirect layer does to a response it does not follow."""
+        response.history = []
+        if response.has_redirect_location:
+            response.next_request = self._build_redirect_request(  # type: ignore[attr-defined]
+                request, response
+            )
 
     def _init_fast_paths(self) -> None:
         self._url_cache = {}
@@ -163,13 +211,36 @@ class AsyncMeshClient(_MeshClientBase, httpx.AsyncClient):
     mesh: AsyncMeshTransport
 
     async def send(
-        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+        self,
+        request: httpx.Request,
+        *,
+        stream: bool = False,
+        auth: Any = USE_CLIENT_DEFAULT,
+        follow_redirects: Any = USE_CLIENT_DEFAULT,
     ) -> httpx.Response:
         # Not a new method: httpx's own, noting whether the caller streams. A call that does not
         # stream has its body read inside the mesh, where a reset mid-body is still retryable.
         if not stream:
             request.extensions[PREFETCH] = True
-        return await super().send(request, stream=stream, **kwargs)
+        start = time.perf_counter()
+        if not self._direct(request, auth, follow_redirects):
+            response = await super().send(
+                request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            )
+        else:
+            self._state = ClientState.OPENED
+            self._set_timeout(request)
+            response = await self._send_single_request(request)
+            try:
+                self._sent(request, response)
+                if not stream:
+                    await response.aread()
+            except BaseException:
+                await response.aclose()
+                raise
+        if not stream:
+            _stamp(response, start)
+        return response
 
 
 class MeshClient(_MeshClientBase, httpx.Client):
@@ -180,9 +251,32 @@ class MeshClient(_MeshClientBase, httpx.Client):
     mesh: MeshTransport
 
     def send(
-        self, request: httpx.Request, *, stream: bool = False, **kwargs: Any
+        self,
+        request: httpx.Request,
+        *,
+        stream: bool = False,
+        auth: Any = USE_CLIENT_DEFAULT,
+        follow_redirects: Any = USE_CLIENT_DEFAULT,
     ) -> httpx.Response:
         # See AsyncMeshClient.send.
         if not stream:
             request.extensions[PREFETCH] = True
-        return super().send(request, stream=stream, **kwargs)
+        start = time.perf_counter()
+        if not self._direct(request, auth, follow_redirects):
+            response = super().send(
+                request, stream=stream, auth=auth, follow_redirects=follow_redirects
+            )
+        else:
+            self._state = ClientState.OPENED
+            self._set_timeout(request)
+            response = self._send_single_request(request)
+            try:
+                self._sent(request, response)
+                if not stream:
+                    response.read()
+            except BaseException:
+                response.close()
+                raise
+        if not stream:
+            _stamp(response, start)
+        return response

@@ -16,7 +16,7 @@ import httpx
 
 from meshlib.discovery.base import Target
 from meshlib.errors import not_under_asyncio
-from meshlib.pipeline.attempt import TrackedAsyncStream, TrackedSyncStream
+from meshlib.pipeline.attempt import TrackedAsyncStream, TrackedSyncStream, read_whole
 from meshlib.pipeline.base import PipelineBase
 from meshlib.pipeline.exchange import Exchange
 from meshlib.retry.replay import buffer_async, buffer_sync
@@ -69,10 +69,10 @@ class AsyncMeshPipeline(PipelineBase, httpx.AsyncBaseTransport):
                     if delay is None:
                         if ex.accept(attempt, response):
                             if ex.suppress is None:
-                                await response.aread()
+                                await read_whole(response)
                             else:
                                 with ex.suppress:
-                                    await response.aread()
+                                    await read_whole(response)
                         return response
                     await response.aclose()
                     attempt.finish()
