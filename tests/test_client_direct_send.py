@@ -176,3 +176,24 @@ async def test_a_body_read_in_the_mesh_skips_httpx_stream_layers_and_keeps_the_c
     assert len({r.headers["x-port"] for r in responses}) == 1  # one kept-alive connection
     assert decoded.content == b"decoded " * 64
     assert decoded.num_bytes_downloaded < len(decoded.content)
+
+
+def test_the_sync_client_reads_the_body_the_same_way(
+    server: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("httpx's stream iterators were used")
+
+    with meshlib.MeshClient(discovery=_discovery(server)) as client:
+        client.get("http://svc/target")
+        monkeypatch.setattr(httpx.Response, "iter_raw", refuse)
+        responses = [client.get("http://svc/target") for _ in range(3)]
+        monkeypatch.undo()
+        decoded = client.get("http://svc/gzip")
+    for r in responses:
+        assert r.content == b"-"
+        assert r.is_stream_consumed
+        assert r.is_closed
+        assert r.num_bytes_downloaded == 1
+    assert len({r.headers["x-port"] for r in responses}) == 1
+    assert decoded.content == b"decoded " * 64

@@ -34,6 +34,7 @@ __all__ = ["AsyncMeshClient", "MeshClient"]
 
 _HTTP_KEYS = ("verify", "cert", "trust_env", "limits")
 _URL_CACHE_LIMIT = 2048
+_BODILESS = frozenset({"GET", "HEAD", "DELETE", "OPTIONS"})
 
 
 class _MeshCookies(httpx.Cookies):
@@ -67,6 +68,9 @@ class _FastPaths:
     _url_cache_base: httpx.URL | None
     _cookies: httpx.Cookies
     _auth: httpx.Auth | None
+    _headers: httpx.Headers
+    _params: httpx.QueryParams
+    timeout: httpx.Timeout
     _event_hooks: dict[str, list[Any]]
     _state: ClientState
 
@@ -113,6 +117,69 @@ class _FastPaths:
     @cookies.setter
     def cookies(self, cookies: Any) -> None:
         self._cookies = _MeshCookies(cookies)
+
+    def build_request(
+        self,
+        method: str,
+        url: httpx.URL | str,
+        *,
+        content: Any = None,
+        data: Any = None,
+        files: Any = None,
+        json: Any = None,
+        params: Any = None,
+        headers: Any = None,
+        cookies: Any = None,
+        timeout: Any = USE_CLIENT_DEFAULT,
+        extensions: Any = None,
+    ) -> httpx.Request:
+        # httpx builds every request through three header objects and five header lookups
+        # (about 12 us). A bodiless call with nothing of its own to merge (no params, headers,
+        # cookies, timeout or extensions, and none on the client but headers) is built
+        # directly, into exactly the request httpx would build (tests compare the two).
+        if (
+            method in _BODILESS
+            and content is None
+            and data is None
+            and files is None
+            and json is None
+            and params is None
+            and headers is None
+            and cookies is None
+            and extensions is None
+            and timeout is USE_CLIENT_DEFAULT
+            and not self._params
+            and not self._cookies
+        ):
+            return self._bare_request(method, self._merge_url(url))
+        return super().build_request(  # type: ignore[misc, no-any-return]
+            method,
+            url,
+            content=content,
+            data=data,
+            files=files,
+            json=json,
+            params=params,
+            headers=headers,
+            cookies=cookies,
+            timeout=timeout,
+            extensions=extensions,
+        )
+
+    def _bare_request(self, method: str, url: httpx.URL) -> httpx.Request:
+        """What ``httpx.Request(method, url, headers=client headers, extensions=timeout)``
+        gives for a bodiless method: Host first unless the client sets one, an empty body."""
+        request = httpx.Request.__new__(httpx.Request)
+        request.method = method
+        request.url = httpx.URL(url)
+        raw = self._headers.raw
+        if url.host and not any(key.lower() == b"host" for key, _ in raw):
+            raw.insert(0, (b"Host", url.netloc))
+        request.headers = httpx.Headers(raw)
+        request.extensions = {"timeout": self.timeout.as_dict()}
+        request.stream = httpx.ByteStream(b"")
+        request._content = b""
+        return request
 
     def _merge_url(self, url: httpx.URL | str) -> httpx.URL:
         # httpx re-parses the URL string of every request (~30 us); URLs are immutable, so a

@@ -309,3 +309,18 @@ class TrackedSyncStream(httpx.SyncByteStream):
             self._inner.close()
         finally:
             self._attempt.finish()
+
+
+def read_whole_sync(response: httpx.Response) -> None:
+    """The blocking twin of ``read_whole``: ``response.read()`` without httpx's layers over
+    the stream, for a body with no ``Content-Encoding``."""
+    stream = response.stream
+    if not isinstance(stream, TrackedSyncStream) or "content-encoding" in response.headers:
+        response.read()
+        return
+    response.is_stream_consumed = True
+    body = b"".join(stream)
+    response._content = body
+    response._num_bytes_downloaded = len(body)
+    response.is_closed = True
+    stream.close()

@@ -16,7 +16,12 @@ import httpx
 
 from meshlib.discovery.base import Target
 from meshlib.errors import not_under_asyncio
-from meshlib.pipeline.attempt import TrackedAsyncStream, TrackedSyncStream, read_whole
+from meshlib.pipeline.attempt import (
+    TrackedAsyncStream,
+    TrackedSyncStream,
+    read_whole,
+    read_whole_sync,
+)
 from meshlib.pipeline.base import PipelineBase
 from meshlib.pipeline.exchange import Exchange
 from meshlib.retry.replay import buffer_async, buffer_sync
@@ -190,10 +195,10 @@ class MeshPipeline(PipelineBase, httpx.BaseTransport):
                     if delay is None:
                         if ex.accept(attempt, response):
                             if ex.suppress is None:
-                                response.read()
+                                read_whole_sync(response)
                             else:
                                 with ex.suppress:
-                                    response.read()
+                                    read_whole_sync(response)
                         return response
                     response.close()
                     attempt.finish()
